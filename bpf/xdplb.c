@@ -1,0 +1,258 @@
+//go:build ignore
+
+/* xdplb: layer-4 direct-routing load balancer. See docs/datapath.md for the walk-through. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "hash.h"
+#include "parse.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Load-time knobs, set by the loader before load. */
+volatile const __u32 hash_seed = 0;
+volatile const __u32 ring_size = DEFAULT_RING_SIZE;
+
+/* bpf2go -type needs each exported type referenced somewhere. */
+const struct layout *unused_layout __attribute__((unused));
+
+static __always_inline void count_traffic(void *map, __u32 id, __u64 bytes, int new_flow)
+{
+	struct traffic *t = bpf_map_lookup_elem(map, &id);
+
+	if (!t)
+		return;
+	t->packets++;
+	t->bytes += bytes;
+	if (new_flow)
+		t->new_flows++;
+}
+
+/* A backend id is usable for a service when its slot is allocated to that service. */
+static __always_inline struct backend *backend_for(__u32 id, __u32 svc)
+{
+	struct backend *be;
+
+	if (id == 0)
+		return NULL;
+	be = bpf_map_lookup_elem(&backends, &id);
+	if (!be || !(be->flags & BE_F_USED) || be->service != svc)
+		return NULL;
+	return be;
+}
+
+static __always_inline __u32 flow_hash(const struct flow_key *k, const struct service *svc)
+{
+	__u32 h = hash_seed;
+
+	h = hash_addr(h, k->src);
+	if (svc->flags & SVC_F_HASH_SRC_ONLY) {
+		/* Persistent service: one client, one real server, whatever its ports (and on
+		 * every director, since the service id is local but the VIP is not). */
+		h = hash_addr(h, k->dst);
+		h = hash_mix(h, k->proto);
+		return hash_final(h, 36);
+	}
+	h = hash_addr(h, k->dst);
+	h = hash_mix(h, ((__u32)k->sport << 16) | k->dport);
+	h = hash_mix(h, k->proto);
+	return hash_final(h, 40);
+}
+
+static __always_inline void persist_touch(__u32 svc, const __u8 *client, __u32 be_id, __u64 now,
+					  struct counters *c)
+{
+	struct persist_key pk = { .service = svc };
+	struct persist_entry np = { .backend = be_id, .last_seen = now };
+
+	__builtin_memcpy(pk.client, client, 16);
+	if (bpf_map_update_elem(&persist, &pk, &np, BPF_ANY))
+		c->ct_insert_fail++;
+}
+
+/* Maglev: the ring in the service's active slot; 0 when there is none or it is empty. */
+static __always_inline __u32 maglev_pick(const struct flow_key *k, const struct service *svc)
+{
+	__u32 key = svc->id * 2 + (svc->active_slot & 1);
+	__u32 slot, *id;
+	void *ring;
+
+	ring = bpf_map_lookup_elem(&maglev, &key);
+	if (!ring || ring_size == 0)
+		return 0;
+	slot = flow_hash(k, svc) % ring_size;
+	id = bpf_map_lookup_elem(ring, &slot);
+	return id ? *id : 0;
+}
+
+SEC("xdp")
+int xdplb_prog(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 bytes = data_end - data;
+	struct packet p = {};
+	struct counters *c;
+	struct service *svc;
+	struct svc_key sk = {};
+	struct backend *be = NULL;
+	struct flow *f;
+	__u32 zero = 0, be_id = 0;
+	__u64 now;
+	int verdict, new_flow = 0;
+
+	c = bpf_map_lookup_elem(&stats, &zero);
+	if (!c)
+		return XDP_PASS; /* cannot happen: a one-entry array always has entry 0 */
+	c->packets++;
+
+	verdict = parse_packet(&p, data, data_end);
+	switch (verdict) {
+	case PARSE_NOT_IP:
+		c->pass_not_ip++;
+		return XDP_PASS; /* ARP and other non-IP traffic belongs to the kernel */
+	case PARSE_MALFORMED:
+		c->pass_malformed++;
+		return XDP_PASS; /* the kernel validates and drops it with its own counters */
+	case PARSE_VRRP:
+		c->pass_vrrp++;
+		return XDP_PASS; /* VRRP adverts go to the daemon untouched */
+	}
+
+	/* One lookup settles everything not addressed to a VIP. */
+	if (!bpf_map_lookup_elem(&vips, p.flow.dst)) {
+		c->pass_no_service++;
+		return XDP_PASS; /* not ours: the director's own traffic */
+	}
+	switch (verdict) {
+	case PARSE_FRAGMENT:
+		c->drop_fragment++;
+		return XDP_DROP; /* no ports to balance on; as Katran does, documented */
+	case PARSE_IPV6_EXT:
+		c->pass_ipv6_ext++;
+		return XDP_PASS; /* extension headers are not walked: the kernel handles them */
+	case PARSE_NOT_L4:
+		c->pass_no_service++;
+		return XDP_PASS; /* ICMP etc. to the VIP: answered by whoever holds it */
+	case PARSE_L4_TRUNCATED:
+		c->drop_malformed++;
+		return XDP_DROP; /* a TCP/UDP packet to a VIP without a whole header */
+	}
+	if (p.not_unicast) {
+		c->pass_not_unicast++;
+		return XDP_PASS; /* broadcast/multicast frames are never forwarded to one server */
+	}
+
+	/* The loop rule: a peer director balanced this frame already; serve it locally. */
+	{
+		struct peer_key pk;
+		struct ethhdr *eth = data; /* parse_packet proved the header is there */
+
+		if ((void *)(eth + 1) > data_end)
+			return XDP_PASS;
+		__builtin_memcpy(pk.mac, eth->h_source, 6);
+		if (bpf_map_lookup_elem(&peers, &pk)) {
+			c->pass_peer++;
+			return XDP_PASS; /* already balanced by a peer director */
+		}
+	}
+
+	__builtin_memcpy(sk.addr, p.flow.dst, 16);
+	sk.port = bpf_ntohs(p.flow.dport);
+	sk.proto = p.flow.proto;
+	svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc) {
+		sk.port = 0; /* every port of the VIP */
+		svc = bpf_map_lookup_elem(&services, &sk);
+	}
+	if (!svc) {
+		c->pass_no_service++;
+		return XDP_PASS; /* a VIP port we do not balance */
+	}
+	if (svc->id >= 0x7fffffff) {
+		c->pass_no_service++;
+		return XDP_PASS; /* unreachable id: never forward on a corrupt entry */
+	}
+
+	now = bpf_ktime_get_coarse_ns();
+	f = bpf_map_lookup_elem(&conntrack, &p.flow);
+	if (f) {
+		be = backend_for(f->backend, svc->id);
+		if (be) {
+			c->ct_hit++;
+			be_id = f->backend;
+			if (now - f->last_seen > LAST_SEEN_GRANULARITY_NS) {
+				f->last_seen = now;
+				/* A live flow keeps its client's persistence alive, as in IPVS. */
+				if (svc->persist_timeout)
+					persist_touch(svc->id, p.flow.src, be_id, now, c);
+			}
+		} else {
+			c->ct_stale++;
+		}
+	}
+
+	if (!be) {
+		new_flow = 1;
+		c->new_flow++;
+		if (svc->persist_timeout) {
+			struct persist_key pk = { .service = svc->id };
+			struct persist_entry *ps;
+
+			__builtin_memcpy(pk.client, p.flow.src, 16);
+			ps = bpf_map_lookup_elem(&persist, &pk);
+			if (ps && now - ps->last_seen < (__u64)svc->persist_timeout * NSEC_PER_SEC) {
+				be = backend_for(ps->backend, svc->id);
+				/* A draining server takes no new connections, persistent or not. */
+				if (be && !(be->flags & (BE_F_DRAINING | BE_F_SORRY))) {
+					c->persist_hit++;
+					be_id = ps->backend;
+				} else {
+					be = NULL;
+				}
+			}
+		}
+		if (!be) {
+			be_id = maglev_pick(&p.flow, svc);
+			be = backend_for(be_id, svc->id);
+		}
+		if (!be) {
+			be_id = svc->sorry_backend;
+			be = backend_for(be_id, svc->id);
+			if (!be) {
+				c->drop_no_backend++;
+				return XDP_DROP; /* nowhere to send it: counted, as IPVS would RST */
+			}
+			c->sorry++;
+		}
+		struct flow nf = { .backend = be_id, .last_seen = now };
+		if (bpf_map_update_elem(&conntrack, &p.flow, &nf, BPF_ANY))
+			c->ct_insert_fail++;
+		if (svc->persist_timeout && !(be->flags & BE_F_SORRY))
+			persist_touch(svc->id, p.flow.src, be_id, now, c);
+	}
+
+	count_traffic(&svc_stats, svc->id, bytes, new_flow);
+	count_traffic(&backend_stats, be_id, bytes, new_flow);
+
+	if (be->flags & BE_F_LOCAL) {
+		c->pass_local++;
+		return XDP_PASS; /* this node is the real server: the VIP on lo answers */
+	}
+
+	{
+		struct ethhdr *eth = data;
+
+		if ((void *)(eth + 1) > data_end)
+			return XDP_PASS;
+		/* Direct routing: only the Ethernet addresses change. The frame was unicast to us, so
+		 * its destination MAC is ours and becomes the source. */
+		__builtin_memcpy(eth->h_source, eth->h_dest, 6);
+		__builtin_memcpy(eth->h_dest, be->mac, 6);
+	}
+	c->tx++;
+	return XDP_TX;
+}

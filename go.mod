@@ -1,0 +1,13 @@
+module github.com/xdplb/xdplb
+
+go 1.26.8
+
+tool github.com/cilium/ebpf/cmd/bpf2go
+
+require (
+	github.com/cilium/ebpf v0.22.0
+	github.com/vishvananda/netlink v1.3.1
+	golang.org/x/sys v0.49.0
+)
+
+require github.com/vishvananda/netns v0.0.5 // indirect

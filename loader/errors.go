@@ -1,0 +1,25 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Sentinel errors callers can test with errors.Is.
+var (
+	ErrNotRoot        = errors.New("xdplb needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")
+	ErrNotAttached    = errors.New("not attached")
+	ErrForeignProgram = errors.New("another XDP program is attached")
+	ErrIncompatible   = errors.New("pinned maps differ from the requested layout")
+	ErrNoInterface    = errors.New("no such interface")
+	ErrNoBPFFS        = errors.New("bpffs is not mounted")
+)
+
+// permissionHint wraps EPERM/EACCES with the fix.
+func permissionHint(err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w (%v)", ErrNotRoot, err)
+	}
+	return err
+}
