@@ -15,6 +15,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Load-time knobs, set by the loader before load. */
 volatile const __u32 hash_seed = 0;
 volatile const __u32 ring_size = DEFAULT_RING_SIZE;
+/* Benchmarks only: skip the conntrack lookup so every packet takes the new-flow path. Always 0 in
+ * production, where the verifier sees the constant and removes the branch. */
+volatile const __u32 ct_bypass = 0;
 
 /* bpf2go -type needs each exported type referenced somewhere. */
 const struct layout *unused_layout __attribute__((unused));
@@ -122,31 +125,48 @@ int xdplb_prog(struct xdp_md *ctx)
 		return XDP_PASS; /* VRRP adverts go to the daemon untouched */
 	}
 
-	/* One lookup settles everything not addressed to a VIP. */
-	if (!bpf_map_lookup_elem(&vips, p.flow.dst)) {
-		c->pass_no_service++;
-		return XDP_PASS; /* not ours: the director's own traffic */
+	/* Fast path: a TCP/UDP packet to a VIP:port service costs one lookup. */
+	svc = NULL;
+	__builtin_memcpy(sk.addr, p.flow.dst, 16);
+	sk.proto = p.flow.proto;
+	if (verdict == PARSE_OK) {
+		sk.port = bpf_ntohs(p.flow.dport);
+		svc = bpf_map_lookup_elem(&services, &sk);
 	}
-	switch (verdict) {
-	case PARSE_FRAGMENT:
-		c->drop_fragment++;
-		return XDP_DROP; /* no ports to balance on; as Katran does, documented */
-	case PARSE_IPV6_EXT:
-		c->pass_ipv6_ext++;
-		return XDP_PASS; /* extension headers are not walked: the kernel handles them */
-	case PARSE_NOT_L4:
-		c->pass_no_service++;
-		return XDP_PASS; /* ICMP etc. to the VIP: answered by whoever holds it */
-	case PARSE_L4_TRUNCATED:
-		c->drop_malformed++;
-		return XDP_DROP; /* a TCP/UDP packet to a VIP without a whole header */
+	if (!svc) {
+		/* One more lookup settles everything not addressed to a VIP. */
+		if (!bpf_map_lookup_elem(&vips, p.flow.dst)) {
+			c->pass_no_service++;
+			return XDP_PASS; /* not ours: the director's own traffic */
+		}
+		switch (verdict) {
+		case PARSE_FRAGMENT:
+			c->drop_fragment++;
+			return XDP_DROP; /* no ports to balance on; as Katran does, documented */
+		case PARSE_IPV6_EXT:
+			c->pass_ipv6_ext++;
+			return XDP_PASS; /* extension headers are not walked: the kernel handles them */
+		case PARSE_NOT_L4:
+			c->pass_no_service++;
+			return XDP_PASS; /* ICMP etc. to the VIP: answered by whoever holds it */
+		case PARSE_L4_TRUNCATED:
+			c->drop_malformed++;
+			return XDP_DROP; /* a TCP/UDP packet to a VIP without a whole header */
+		}
+		sk.port = 0; /* every port of the VIP */
+		svc = bpf_map_lookup_elem(&services, &sk);
+		if (!svc) {
+			c->pass_no_service++;
+			return XDP_PASS; /* a VIP port we do not balance */
+		}
 	}
 	if (p.not_unicast) {
 		c->pass_not_unicast++;
 		return XDP_PASS; /* broadcast/multicast frames are never forwarded to one server */
 	}
 
-	/* The loop rule: a peer director balanced this frame already; serve it locally. */
+	/* The loop rule: a peer director balanced this frame already; serve it locally. Checked
+	 * before conntrack, so an old entry can never send a peer's frame back out. */
 	{
 		struct peer_key pk;
 		struct ethhdr *eth = data; /* parse_packet proved the header is there */
@@ -160,25 +180,13 @@ int xdplb_prog(struct xdp_md *ctx)
 		}
 	}
 
-	__builtin_memcpy(sk.addr, p.flow.dst, 16);
-	sk.port = bpf_ntohs(p.flow.dport);
-	sk.proto = p.flow.proto;
-	svc = bpf_map_lookup_elem(&services, &sk);
-	if (!svc) {
-		sk.port = 0; /* every port of the VIP */
-		svc = bpf_map_lookup_elem(&services, &sk);
-	}
-	if (!svc) {
-		c->pass_no_service++;
-		return XDP_PASS; /* a VIP port we do not balance */
-	}
 	if (svc->id >= 0x7fffffff) {
 		c->pass_no_service++;
 		return XDP_PASS; /* unreachable id: never forward on a corrupt entry */
 	}
 
 	now = bpf_ktime_get_coarse_ns();
-	f = bpf_map_lookup_elem(&conntrack, &p.flow);
+	f = ct_bypass ? NULL : bpf_map_lookup_elem(&conntrack, &p.flow);
 	if (f) {
 		be = backend_for(f->backend, svc->id);
 		if (be) {

@@ -137,18 +137,34 @@ func Spec(s Sizes, seed uint32) (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
-// Load loads program and fresh maps without pinning or attaching: for tests and benchmarks.
-func Load(s Sizes, seed uint32) (*Objects, error) {
-	return load(s, seed, nil)
+// LoadOption adjusts the spec before Load; for benchmarks and tests.
+type LoadOption func(*ebpf.CollectionSpec) error
+
+// WithConntrackBypass makes every packet skip the conntrack lookup, so a benchmark can time the
+// new-flow path with one repeated packet. Never used by attach.
+func WithConntrackBypass() LoadOption {
+	return func(spec *ebpf.CollectionSpec) error {
+		return spec.Variables["ct_bypass"].Set(uint32(1))
+	}
 }
 
-func load(s Sizes, seed uint32, replace map[string]*ebpf.Map) (*Objects, error) {
+// Load loads program and fresh maps without pinning or attaching: for tests and benchmarks.
+func Load(s Sizes, seed uint32, opts ...LoadOption) (*Objects, error) {
+	return load(s, seed, nil, opts...)
+}
+
+func load(s Sizes, seed uint32, replace map[string]*ebpf.Map, opts ...LoadOption) (*Objects, error) {
 	if err := checkKernel(); err != nil {
 		return nil, err
 	}
 	spec, err := Spec(s, seed)
 	if err != nil {
 		return nil, err
+	}
+	for _, opt := range opts {
+		if err := opt(spec); err != nil {
+			return nil, fmt.Errorf("load option: %w", err)
+		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replace})
 	if err != nil {

@@ -139,6 +139,7 @@ const (
 	xdplbMapSvcStats     = "svc_stats"
 	xdplbMapVips         = "vips"
 	xdplbProgXdplbProg   = "xdplb_prog"
+	xdplbVarCtBypass     = "ct_bypass"
 	xdplbVarHashSeed     = "hash_seed"
 	xdplbVarRingSize     = "ring_size"
 	xdplbVarUnusedLayout = "unused_layout"
@@ -210,6 +211,7 @@ type xdplbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdplbVariableSpecs struct {
+	CtBypass     *ebpf.VariableSpec `ebpf:"ct_bypass"`
 	HashSeed     *ebpf.VariableSpec `ebpf:"hash_seed"`
 	RingSize     *ebpf.VariableSpec `ebpf:"ring_size"`
 	UnusedLayout *ebpf.VariableSpec `ebpf:"unused_layout"`
@@ -268,6 +270,7 @@ func (m *xdplbMaps) Close() error {
 //
 // It can be passed to loadXdplbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdplbVariables struct {
+	CtBypass     *ebpf.Variable `ebpf:"ct_bypass"`
 	HashSeed     *ebpf.Variable `ebpf:"hash_seed"`
 	RingSize     *ebpf.Variable `ebpf:"ring_size"`
 	UnusedLayout *ebpf.Variable `ebpf:"unused_layout"`

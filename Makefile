@@ -1,0 +1,62 @@
+# xdplb: build, test and benchmark. Every target installs what it needs on Debian.
+GO       ?= go
+BIN      := bin/xdplb
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+FUZZTIME ?= 20s
+APT_PKGS := clang llvm bpftool ethtool iproute2 tcpdump nftables linux-libc-dev
+GENERATED := loader/xdplb_bpfel.go loader/xdplb_bpfel.o loader/xdplb_bpfeb.go loader/xdplb_bpfeb.o \
+	bench/baseline_bpfel.go bench/baseline_bpfel.o bench/baseline_bpfeb.go bench/baseline_bpfeb.o
+
+.PHONY: all build generate check-generate deps test bench bench-quick demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/xdplb
+
+# deps: the Debian packages the tests and bpf2go need, and the Go modules.
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+# generate: rebuild the committed bpf2go output from bpf/*.c (clang + llvm-strip).
+generate:
+	@command -v clang >/dev/null && command -v llvm-strip >/dev/null || $(MAKE) deps
+	$(GO) generate ./loader ./bench
+
+# check-generate: fail if the committed bpf2go output does not match bpf/.
+check-generate: generate
+	@if ! git diff --quiet -- $(GENERATED); then \
+		echo "generated BPF output is stale: run 'make generate' and commit:"; \
+		git diff --stat -- $(GENERATED); exit 1; \
+	fi
+	@echo "generated BPF output is up to date"
+
+# test: everything, as root, nothing skipped (the BPF and network-namespace tests are the point).
+test: deps check-generate
+	@[ "$$(id -u)" = 0 ] || { echo "make test needs root: the BPF and network-namespace tests run for real (sudo make test)"; exit 1; }
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	./.ci/gotest ./...
+	$(GO) test ./loader -run '^$$' -fuzz FuzzXDP -fuzztime $(FUZZTIME)
+
+# bench: data-plane cost per path against baselines measured in the same run.
+bench: build
+	@[ "$$(id -u)" = 0 ] || { echo "make bench needs root (BPF_PROG_TEST_RUN)"; exit 1; }
+	./$(BIN) bench
+
+bench-quick: build
+	./$(BIN) bench --quick
+
+demo:
+	@echo "make demo: not yet (the seeds' MySQL cluster demo comes with issue 5)."
+	@echo "Meanwhile README.md shows how to balance TCP by hand with xdplb attach/service/backend."
+
+clean:
+	rm -rf bin
