@@ -19,7 +19,10 @@ import (
 // DefaultPinRoot is where each attached interface gets its directory of pins.
 const DefaultPinRoot = "/sys/fs/bpf/xdplb"
 
-const linkPin = "link"
+const (
+	linkPin   = "link"
+	tmpPrefix = "tmp-"
+)
 
 // Mode is the XDP attach mode.
 type Mode int
@@ -86,12 +89,13 @@ func (a *Attachment) Close() error {
 	return errors.Join(errs...)
 }
 
-// PinDir is the pin directory of iface under root.
+// PinDir is the pin directory of iface under root. bpffs refuses names with a dot, so a dot in an
+// interface name (VLAN devices such as eth0.100) becomes a colon, which interface names cannot hold.
 func PinDir(root, iface string) string {
 	if root == "" {
 		root = DefaultPinRoot
 	}
-	return filepath.Join(root, iface)
+	return filepath.Join(root, strings.ReplaceAll(iface, ".", ":"))
 }
 
 // Attach loads the program, pins its maps and the XDP link under PinDir, and attaches it to
@@ -129,6 +133,12 @@ func Attach(iface string, opts Options) (*Attachment, error) {
 		return nil, err
 	}
 	defer closeMaps(existing)
+	if _, err := os.Stat(filepath.Join(dir, linkPin)); errors.Is(err, os.ErrNotExist) {
+		if id, name := foreignProgram(ifc.Index); id != 0 {
+			return nil, fmt.Errorf("%w on %s (id %d, %q): remove it with `ip link set dev %s xdp off` or detach its owner",
+				ErrForeignProgram, iface, id, name, iface)
+		}
+	}
 
 	seed := uint32(0)
 	if existing != nil {
@@ -200,11 +210,9 @@ func (a *Attachment) attachLink(ifc *net.Interface, want Mode, log *slog.Logger)
 		}
 		// Changing mode needs a new link; the pinned maps (and flows) are kept.
 		log.Info("changing XDP mode", "iface", ifc.Name, "from", cur, "to", want)
-		if err := l.Unpin(); err != nil {
-			l.Close()
-			return fmt.Errorf("unpin link: %w", err)
+		if err := detachLink(l); err != nil {
+			return err
 		}
-		l.Close()
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("open pinned link %s: %w", pin, err)
 	} else if id, name := foreignProgram(ifc.Index); id != 0 {
@@ -289,7 +297,7 @@ func pinNew(root, dir string, objs *Objects) error {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return fmt.Errorf("create pin root %s: %w", root, err)
 	}
-	tmp, err := os.MkdirTemp(root, ".tmp-")
+	tmp, err := os.MkdirTemp(root, tmpPrefix) // no dots: bpffs refuses them
 	if err != nil {
 		return fmt.Errorf("create pin directory under %s: %w", root, err)
 	}
@@ -383,8 +391,8 @@ func Attached(root string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range ents {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			out = append(out, e.Name())
+		if e.IsDir() && !strings.HasPrefix(e.Name(), tmpPrefix) {
+			out = append(out, strings.ReplaceAll(e.Name(), ":", "."))
 		}
 	}
 	sort.Strings(out)
@@ -432,17 +440,27 @@ func Detach(root, iface string) error {
 	}
 	pin := filepath.Join(dir, linkPin)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-		// Unpinning drops the last reference: the kernel detaches the program.
-		if err := l.Unpin(); err != nil {
-			l.Close()
-			return fmt.Errorf("unpin link: %w", err)
+		if err := detachLink(l); err != nil {
+			return err
 		}
-		l.Close()
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("open pinned link %s: %w", pin, err)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove pins %s: %w", dir, err)
+	}
+	return nil
+}
+
+// detachLink detaches the program even if another process (a daemon) still holds the link open,
+// then removes the pin.
+func detachLink(l link.Link) error {
+	defer l.Close()
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("detach link: %w", err)
+	}
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin link: %w", err)
 	}
 	return nil
 }
