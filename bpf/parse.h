@@ -25,6 +25,7 @@ enum parse_verdict {
 	PARSE_FRAGMENT,      /* IPv4 fragment (first or later) */
 	PARSE_NOT_L4,        /* IP protocol we do not balance (ICMP, ...) */
 	PARSE_L4_TRUNCATED,  /* TCP/UDP header runs past the IP payload or the frame */
+	PARSE_V4_MAPPED,     /* IPv6 to ::ffff:a.b.c.d, which would alias an IPv4 VIP's key */
 };
 
 struct packet {
@@ -116,6 +117,12 @@ static __always_inline int parse_ipv6(struct packet *p, void *data, void *data_e
 	__builtin_memcpy(p->flow.src, &ip6->saddr, 16);
 	__builtin_memcpy(p->flow.dst, &ip6->daddr, 16);
 	p->flow.proto = ip6->nexthdr;
+
+	/* v4-mapped destinations (RFC 4291 2.5.5.2) never appear on the wire, and maps key IPv4 VIPs
+	 * that way: such a packet must not reach an IPv4 service. */
+	if (ip6->daddr.in6_u.u6_addr32[0] == 0 && ip6->daddr.in6_u.u6_addr32[1] == 0 &&
+	    ip6->daddr.in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
+		return PARSE_V4_MAPPED;
 
 	if (ip6->nexthdr == PROTO_VRRP)
 		return PARSE_VRRP;

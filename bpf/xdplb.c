@@ -123,6 +123,9 @@ int xdplb_prog(struct xdp_md *ctx)
 	case PARSE_VRRP:
 		c->pass_vrrp++;
 		return XDP_PASS; /* VRRP adverts go to the daemon untouched */
+	case PARSE_V4_MAPPED:
+		c->pass_no_service++;
+		return XDP_PASS; /* never a VIP: keys store IPv4 VIPs v4-mapped, so it must not match */
 	}
 
 	/* Fast path: a TCP/UDP packet to a VIP:port service costs one lookup. */
@@ -195,7 +198,7 @@ int xdplb_prog(struct xdp_md *ctx)
 			if (now - f->last_seen > LAST_SEEN_GRANULARITY_NS) {
 				f->last_seen = now;
 				/* A live flow keeps its client's persistence alive, as in IPVS. */
-				if (svc->persist_timeout)
+				if (svc->persist_timeout && !(be->flags & BE_F_SORRY))
 					persist_touch(svc->id, p.flow.src, be_id, now, c);
 			}
 		} else {
