@@ -246,7 +246,7 @@ func (a *Attachment) attachLink(ifc *net.Interface, want Mode, log *slog.Logger)
 		}
 		a.Link, a.Mode = l, m
 		if want == ModeAuto && m == ModeGeneric {
-			log.Warn("driver has no native XDP: using generic mode (slower)", "iface", ifc.Name)
+			log.Info("driver has no native XDP: using generic mode (slower)", "iface", ifc.Name)
 		}
 		log.Info("attached", "iface", ifc.Name, "mode", m)
 		return nil

@@ -96,6 +96,18 @@ func (o *Objects) byName() map[string]**ebpf.Map {
 	}
 }
 
+// Sizes reads the sizes the maps were created with.
+func (o *Objects) Sizes() Sizes {
+	return Sizes{
+		Services:  o.Services.MaxEntries(),
+		Backends:  o.Backends.MaxEntries(),
+		Peers:     o.Peers.MaxEntries(),
+		Conntrack: o.Conntrack.MaxEntries(),
+		Persist:   o.Persist.MaxEntries(),
+		RingSize:  o.Layout.RingSize,
+	}
+}
+
 // Close releases the file descriptors; pinned objects stay in the kernel.
 func (o *Objects) Close() error {
 	var errs []error

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/xdplb/xdplb/control"
+	"github.com/xdplb/xdplb/loader"
+)
+
+func (e *env) listCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "list",
+		Usage: "show services, real servers and peers, like `ipvsadm -Ln` (--stats: like `ipvsadm -Ln --stats`)",
+		Description: "Without --iface every attached interface is listed.\n\n" +
+			"--json prints {\"interfaces\": [STATE, ...]}, one STATE per interface:\n" +
+			"  {\"iface\", \"mode\" (native|generic; absent without a pinned link), \"program_id\", \"ring_size\", \"hash_seed\",\n" +
+			"   \"services\": [{\"id\", \"vip\", \"port\" (0 = every port), \"proto\" (tcp|udp), \"scheduler\",\n" +
+			"                 \"persistence_seconds\", \"active_slot\", \"sorry_backend_id\" (0 = none),\n" +
+			"                 \"traffic\": {\"packets\", \"bytes\", \"new_flows\"},\n" +
+			"                 \"backends\": [{\"id\", \"addr\", \"mac\", \"weight\", \"local\", \"draining\", \"sorry\", \"traffic\"}]}],\n" +
+			"   \"peers\": [\"02:00:00:00:00:aa\", ...],\n" +
+			"   \"counters\": {\"packets\", \"tx\", \"pass_local\", ... every verdict counter of the data path}}\n" +
+			"Addresses and MACs are strings; counters and traffic are summed over CPUs.",
+		Flags: []cli.Flag{
+			ifaceFlag(),
+			&cli.BoolFlag{Name: "stats", Usage: "show traffic per service and real server, and the verdict counters"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON (see the description)"},
+		},
+		Action: e.list,
+	}
+}
+
+func (e *env) list(c *cli.Context) error {
+	if _, err := positional(c); err != nil {
+		return err
+	}
+	var ifaces []string
+	if s := c.String("iface"); s != "" {
+		ifaces = []string{s}
+	} else {
+		names, err := loader.Attached(e.root)
+		if err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			return fmt.Errorf("nothing is attached: run `xdplb attach IFACE` first")
+		}
+		ifaces = names
+	}
+	var states []control.State
+	for _, iface := range ifaces {
+		st, err := e.state(iface)
+		if err != nil {
+			return err
+		}
+		states = append(states, st)
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Interfaces []control.State `json:"interfaces"`
+		}{states})
+	}
+	for i, st := range states {
+		if i > 0 {
+			fmt.Fprintln(e.stdout)
+		}
+		if c.Bool("stats") {
+			writeStats(e.stdout, st)
+		} else {
+			writeList(e.stdout, st)
+		}
+	}
+	return nil
+}
+
+// state reads one interface's maps and link.
+func (e *env) state(iface string) (control.State, error) {
+	s, err := e.open(iface)
+	if err != nil {
+		return control.State{}, err
+	}
+	defer s.close()
+	st, err := s.maps.Snapshot()
+	if err != nil {
+		return st, err
+	}
+	st.Iface = iface
+	if li, err := loader.Status(e.root, iface); err == nil {
+		st.Mode = li.Mode.String()
+		st.ProgramID = li.ProgramID
+	}
+	return st, nil
+}
+
+func writeHeader(w io.Writer, st control.State) {
+	link := "not attached (maps pinned, no XDP link)"
+	if st.ProgramID != 0 {
+		link = fmt.Sprintf("%s mode, program id %d", st.Mode, st.ProgramID)
+	}
+	fmt.Fprintf(w, "xdplb on %s: %s, ring size %d, hash seed %d\n", st.Iface, link, st.RingSize, st.HashSeed)
+}
+
+// col pads s to width w, always leaving at least one space (long IPv6 addresses).
+func col(s string, w int) string {
+	if len(s) >= w {
+		return s + " "
+	}
+	return s + strings.Repeat(" ", w-len(s))
+}
+
+func localAddr(k control.ServiceKey) string {
+	return netip.AddrPortFrom(k.VIP, k.Port).String()
+}
+
+// writeList prints what `ipvsadm -Ln` prints.
+func writeList(w io.Writer, st control.State) {
+	writeHeader(w, st)
+	fmt.Fprintln(w, "Prot LocalAddress:Port           Scheduler Flags")
+	fmt.Fprintln(w, "  -> RemoteAddress               Weight  MAC                Flags")
+	for _, s := range st.Services {
+		var flags []string
+		if s.Persistence > 0 {
+			flags = append(flags, fmt.Sprintf("persistent %d", int64(s.Persistence.Seconds())))
+		}
+		line := col(s.Key.Proto.String(), 5) + col(localAddr(s.Key), 28) + col(s.Scheduler, 10) + strings.Join(flags, " ")
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+		for _, b := range s.Backends {
+			line := "  -> " + col(b.Addr.String(), 28) + col(fmt.Sprint(b.Weight), 8) + col(macString(b.MAC), 19) + strings.Join(backendFlags(b), " ")
+			fmt.Fprintln(w, strings.TrimRight(line, " "))
+		}
+	}
+	writePeers(w, st)
+}
+
+func backendFlags(b control.BackendState) []string {
+	var f []string
+	if b.Local {
+		f = append(f, "local")
+	}
+	if b.Draining {
+		f = append(f, "draining")
+	}
+	if b.Sorry {
+		f = append(f, "sorry")
+	}
+	return f
+}
+
+func macString(mac net.HardwareAddr) string {
+	if len(mac) == 0 || control.CheckMAC(mac) != nil {
+		return "-"
+	}
+	return mac.String()
+}
+
+func writePeers(w io.Writer, st control.State) {
+	if len(st.Peers) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Peers (frames from these directors pass to the local stack):")
+	for _, p := range st.Peers {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+}
+
+// writeStats prints what `ipvsadm -Ln --stats` prints (no outbound columns: in direct routing
+// replies bypass the director), then the peers and the verdict counters.
+func writeStats(w io.Writer, st control.State) {
+	writeHeader(w, st)
+	fmt.Fprintf(w, "%s%8s %8s %8s\n", col("Prot LocalAddress:Port", 33), "Conns", "InPkts", "InBytes")
+	fmt.Fprintln(w, "  -> RemoteAddress")
+	row := func(name string, t control.Traffic) {
+		fmt.Fprintf(w, "%s%8s %8s %8s\n", col(name, 33), human(t.NewFlows), human(t.Packets), human(t.Bytes))
+	}
+	for _, s := range st.Services {
+		row(col(s.Key.Proto.String(), 5)+localAddr(s.Key), s.Traffic)
+		for _, b := range s.Backends {
+			row("  -> "+b.Addr.String(), b.Traffic)
+		}
+	}
+	writePeers(w, st)
+	fmt.Fprintln(w, "Counters:")
+	for _, c := range st.Counters.List() {
+		fmt.Fprintf(w, "  %-18s %d\n", c.Name, c.Value)
+	}
+}
+
+// human prints a count with K, M, G, T suffixes (powers of 1000, as ipvsadm does).
+func human(n uint64) string {
+	if n < 100000 {
+		return fmt.Sprint(n)
+	}
+	v := float64(n)
+	for _, unit := range []string{"K", "M", "G", "T", "P"} {
+		v /= 1000
+		if v < 1000 || unit == "P" {
+			if v < 100 {
+				return fmt.Sprintf("%.1f%s", v, unit)
+			}
+			return fmt.Sprintf("%.0f%s", v, unit)
+		}
+	}
+	return fmt.Sprint(n)
+}
