@@ -98,7 +98,7 @@ struct {
 	__type(value, struct traffic);
 } backend_stats SEC(".maps");
 
-/* Layout facts for tools (ring size, hash seed), written once by the loader; unused by packets. */
+/* Layout facts (ring size, hash seed) and the interface's MAC, written by the loader at attach. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

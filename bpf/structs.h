@@ -75,6 +75,7 @@ struct counters {
 	__u64 pass_peer;        /* source MAC is a peer director: already balanced, serve locally */
 	__u64 pass_not_ip;      /* ARP, LLDP, double-tagged VLAN, any non-IPv4/IPv6 ethertype */
 	__u64 pass_not_unicast; /* broadcast or multicast destination MAC */
+	__u64 pass_other_host;  /* unicast to another host's MAC (flooded by a switch, promiscuous NIC) */
 	__u64 pass_vrrp;        /* IP protocol 112, for the VRRP daemon */
 	__u64 pass_no_service;  /* not addressed to a configured VIP:port/proto */
 	__u64 pass_ipv6_ext;    /* IPv6 with extension headers to a VIP: left to the kernel */
@@ -103,4 +104,6 @@ struct layout {
 	__u32 ring_size; /* Maglev ring size M (prime) */
 	__u32 hash_seed; /* seed of the flow hash */
 	__u32 pad;
+	__u8 mac[6];     /* the interface's MAC: frames to other MACs are not ours (all zero: no check) */
+	__u8 pad2[2];
 };

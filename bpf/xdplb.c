@@ -19,8 +19,17 @@ volatile const __u32 ring_size = DEFAULT_RING_SIZE;
  * production, where the verifier sees the constant and removes the branch. */
 volatile const __u32 ct_bypass = 0;
 
-/* bpf2go -type needs each exported type referenced somewhere. */
-const struct layout *unused_layout __attribute__((unused));
+
+static __always_inline int mac_set(const __u8 *m)
+{
+	return m[0] | m[1] | m[2] | m[3] | m[4] | m[5];
+}
+
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) |
+		(a[5] ^ b[5])) == 0;
+}
 
 static __always_inline void count_traffic(void *map, __u32 id, __u64 bytes, int new_flow)
 {
@@ -166,6 +175,20 @@ int xdplb_prog(struct xdp_md *ctx)
 	if (p.not_unicast) {
 		c->pass_not_unicast++;
 		return XDP_PASS; /* broadcast/multicast frames are never forwarded to one server */
+	}
+
+	/* A unicast frame for another host reaches us when a switch floods it or the NIC is
+	 * promiscuous; forwarding it would duplicate the other host's traffic. */
+	{
+		struct layout *l = bpf_map_lookup_elem(&meta, &zero);
+		struct ethhdr *eth = data;
+
+		if ((void *)(eth + 1) > data_end)
+			return XDP_PASS;
+		if (l && mac_set(l->mac) && !mac_equal(l->mac, eth->h_dest)) {
+			c->pass_other_host++;
+			return XDP_PASS; /* not addressed to us: the kernel drops it as PACKET_OTHERHOST */
+		}
 	}
 
 	/* The loop rule: a peer director balanced this frame already; serve it locally. Checked

@@ -526,7 +526,7 @@ func TestCounterNames(t *testing.T) {
 	for _, c := range (Counters{}).List() {
 		names = append(names, c.Name)
 	}
-	want := []string{"packets", "tx", "pass_local", "pass_peer", "pass_not_ip", "pass_not_unicast",
+	want := []string{"packets", "tx", "pass_local", "pass_peer", "pass_not_ip", "pass_not_unicast", "pass_other_host",
 		"pass_vrrp", "pass_no_service", "pass_ipv6_ext", "pass_malformed", "drop_fragment",
 		"drop_malformed", "drop_no_backend", "ct_hit", "ct_stale", "ct_insert_fail", "persist_hit",
 		"new_flow", "sorry"}

@@ -73,8 +73,10 @@ type Attachment struct {
 	Dir     string // pin directory
 	Mode    Mode   // mode actually in use
 	Created bool   // maps were created now (false: existing pinned maps, and their flows, kept)
-	Objects *Objects
-	Link    link.Link
+	// ModeChanged: the program moved to another XDP mode (a new link; maps and flows kept).
+	ModeChanged bool
+	Objects     *Objects
+	Link        link.Link
 }
 
 // Close releases file descriptors; the data path stays attached through the pins.
@@ -173,15 +175,20 @@ func Attach(iface string, opts Options) (*Attachment, error) {
 		return nil, err
 	}
 	a := &Attachment{Iface: iface, Dir: dir, Objects: objs, Created: existing == nil}
-	if existing != nil {
-		// Keep meta truthful if the seed changed.
-		if err := objs.Meta.Put(uint32(0), objs.Layout); err != nil {
-			a.Close()
-			return nil, fmt.Errorf("update meta: %w", err)
-		}
-	} else if err := pinNew(root, dir, objs); err != nil {
+	// meta carries the seed (it may have changed) and the interface MAC: the program passes
+	// unicast frames addressed to any other MAC.
+	if len(ifc.HardwareAddr) == 6 {
+		copy(objs.Layout.Mac[:], ifc.HardwareAddr)
+	}
+	if err := objs.Meta.Put(uint32(0), objs.Layout); err != nil {
 		a.Close()
-		return nil, err
+		return nil, fmt.Errorf("update meta: %w", err)
+	}
+	if existing == nil {
+		if err := pinNew(root, dir, objs); err != nil {
+			a.Close()
+			return nil, err
+		}
 	}
 
 	if err := a.attachLink(ifc, opts.Mode, log); err != nil {
@@ -208,11 +215,21 @@ func (a *Attachment) attachLink(ifc *net.Interface, want Mode, log *slog.Logger)
 			log.Info("program replaced, maps and flows kept", "iface", ifc.Name, "mode", cur)
 			return nil
 		}
-		// Changing mode needs a new link; the pinned maps (and flows) are kept.
+		// Changing mode needs a new link; the pinned maps (and flows) are kept. The kernel
+		// holds one mode at a time, so there is a short gap; if the new mode fails, the old
+		// one is restored.
 		log.Info("changing XDP mode", "iface", ifc.Name, "from", cur, "to", want)
 		if err := detachLink(l); err != nil {
 			return err
 		}
+		if err := a.attachMode(ifc, want, pin); err != nil {
+			if rerr := a.attachMode(ifc, cur, pin); rerr != nil {
+				return fmt.Errorf("switch %s to %s mode: %w; restoring %s mode also failed: %v", ifc.Name, want, err, cur, rerr)
+			}
+			return fmt.Errorf("switch %s to %s mode: %w (kept %s mode)", ifc.Name, want, err, cur)
+		}
+		a.ModeChanged = true
+		return nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("open pinned link %s: %w", pin, err)
 	} else if id, name := foreignProgram(ifc.Index); id != 0 {
@@ -226,32 +243,43 @@ func (a *Attachment) attachLink(ifc *net.Interface, want Mode, log *slog.Logger)
 	}
 	var errs []error
 	for _, m := range tryModes {
-		flags := link.XDPDriverMode
-		if m == ModeGeneric {
-			flags = link.XDPGenericMode
-		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: a.Objects.Program, Interface: ifc.Index, Flags: flags})
-		if err != nil {
-			if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
-				id, name := foreignProgram(ifc.Index)
-				return fmt.Errorf("%w on %s (id %d, %q): remove it with `ip link set dev %s xdp off`",
-					ErrForeignProgram, ifc.Name, id, name, ifc.Name)
+		err := a.attachMode(ifc, m, pin)
+		if err == nil {
+			if want == ModeAuto && m == ModeGeneric {
+				log.Info("driver has no native XDP: using generic mode (slower)", "iface", ifc.Name)
 			}
-			errs = append(errs, fmt.Errorf("%s: %w", m, permissionHint(err)))
-			continue
+			log.Info("attached", "iface", ifc.Name, "mode", m)
+			return nil
 		}
-		if err := l.Pin(pin); err != nil {
-			l.Close()
-			return fmt.Errorf("pin link %s: %w", pin, err)
+		if errors.Is(err, ErrForeignProgram) {
+			return err
 		}
-		a.Link, a.Mode = l, m
-		if want == ModeAuto && m == ModeGeneric {
-			log.Info("driver has no native XDP: using generic mode (slower)", "iface", ifc.Name)
-		}
-		log.Info("attached", "iface", ifc.Name, "mode", m)
-		return nil
+		errs = append(errs, err)
 	}
 	return fmt.Errorf("attach XDP to %s: %w", ifc.Name, errors.Join(errs...))
+}
+
+// attachMode attaches the program in mode m and pins the link.
+func (a *Attachment) attachMode(ifc *net.Interface, m Mode, pin string) error {
+	flags := link.XDPDriverMode
+	if m == ModeGeneric {
+		flags = link.XDPGenericMode
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: a.Objects.Program, Interface: ifc.Index, Flags: flags})
+	if err != nil {
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+			id, name := foreignProgram(ifc.Index)
+			return fmt.Errorf("%w on %s (id %d, %q): remove it with `ip link set dev %s xdp off`",
+				ErrForeignProgram, ifc.Name, id, name, ifc.Name)
+		}
+		return fmt.Errorf("%s: %w", m, permissionHint(err))
+	}
+	if err := l.Pin(pin); err != nil {
+		l.Close()
+		return fmt.Errorf("pin link %s: %w", pin, err)
+	}
+	a.Link, a.Mode = l, m
+	return nil
 }
 
 // currentMode reads the attach mode of the interface's XDP program from the kernel.

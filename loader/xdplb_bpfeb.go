@@ -30,6 +30,7 @@ type xdplbCounters struct {
 	PassPeer       uint64
 	PassNotIp      uint64
 	PassNotUnicast uint64
+	PassOtherHost  uint64
 	PassVrrp       uint64
 	PassNoService  uint64
 	PassIpv6Ext    uint64
@@ -68,6 +69,8 @@ type xdplbLayout struct {
 	RingSize uint32
 	HashSeed uint32
 	Pad      uint32
+	Mac      [6]uint8
+	Pad2     [2]uint8
 }
 
 type xdplbPeer struct {
@@ -142,7 +145,6 @@ const (
 	xdplbVarCtBypass     = "ct_bypass"
 	xdplbVarHashSeed     = "hash_seed"
 	xdplbVarRingSize     = "ring_size"
-	xdplbVarUnusedLayout = "unused_layout"
 )
 
 // loadXdplb returns the embedded CollectionSpec for xdplb.
@@ -211,10 +213,9 @@ type xdplbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdplbVariableSpecs struct {
-	CtBypass     *ebpf.VariableSpec `ebpf:"ct_bypass"`
-	HashSeed     *ebpf.VariableSpec `ebpf:"hash_seed"`
-	RingSize     *ebpf.VariableSpec `ebpf:"ring_size"`
-	UnusedLayout *ebpf.VariableSpec `ebpf:"unused_layout"`
+	CtBypass *ebpf.VariableSpec `ebpf:"ct_bypass"`
+	HashSeed *ebpf.VariableSpec `ebpf:"hash_seed"`
+	RingSize *ebpf.VariableSpec `ebpf:"ring_size"`
 }
 
 // xdplbObjects contains all objects after they have been loaded into the kernel.
@@ -270,10 +271,9 @@ func (m *xdplbMaps) Close() error {
 //
 // It can be passed to loadXdplbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdplbVariables struct {
-	CtBypass     *ebpf.Variable `ebpf:"ct_bypass"`
-	HashSeed     *ebpf.Variable `ebpf:"hash_seed"`
-	RingSize     *ebpf.Variable `ebpf:"ring_size"`
-	UnusedLayout *ebpf.Variable `ebpf:"unused_layout"`
+	CtBypass *ebpf.Variable `ebpf:"ct_bypass"`
+	HashSeed *ebpf.Variable `ebpf:"hash_seed"`
+	RingSize *ebpf.Variable `ebpf:"ring_size"`
 }
 
 // xdplbPrograms contains all programs after they have been loaded into the kernel.

@@ -339,7 +339,11 @@ func (e *env) attach(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		msg += fmt.Sprintf(": program replaced, %d tracked flows kept", n)
+		what := "program replaced"
+		if a.ModeChanged {
+			what = "moved to " + a.Mode.String() + " mode"
+		}
+		msg += fmt.Sprintf(": %s, %d tracked flows kept", what, n)
 	}
 	fmt.Fprintln(e.stdout, msg)
 	if mode == loader.ModeAuto && a.Mode == loader.ModeGeneric {
