@@ -8,7 +8,7 @@ import (
 
 // Sentinel errors callers can test with errors.Is.
 var (
-	ErrNotRoot        = errors.New("xdplb needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")
+	ErrNotRoot        = errors.New("root privileges needed (CAP_BPF and CAP_NET_ADMIN): run xdplb with sudo")
 	ErrNotAttached    = errors.New("not attached")
 	ErrForeignProgram = errors.New("another XDP program is attached")
 	ErrIncompatible   = errors.New("pinned maps differ from the requested layout")

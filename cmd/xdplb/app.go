@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
@@ -472,16 +473,22 @@ func (e *env) backendAddCmd() *cli.Command {
 	}
 }
 
-func (e *env) backendAdd(c *cli.Context) error {
+// backendArgs parses the VIP[:PORT] ADDR arguments of the backend commands.
+func backendArgs(c *cli.Context) (control.ServiceKey, netip.Addr, error) {
 	pos, err := positional(c, "VIP[:PORT]", "ADDR")
 	if err != nil {
-		return err
+		return control.ServiceKey{}, netip.Addr{}, err
 	}
 	k, err := serviceKey(c, pos[0])
 	if err != nil {
-		return err
+		return control.ServiceKey{}, netip.Addr{}, err
 	}
 	addr, err := parseAddr(pos[1])
+	return k, addr, err
+}
+
+func (e *env) backendAdd(c *cli.Context) error {
+	k, addr, err := backendArgs(c)
 	if err != nil {
 		return err
 	}
@@ -580,15 +587,7 @@ func (e *env) backendDelCmd() *cli.Command {
 }
 
 func (e *env) backendDel(c *cli.Context) error {
-	pos, err := positional(c, "VIP[:PORT]", "ADDR")
-	if err != nil {
-		return err
-	}
-	k, err := serviceKey(c, pos[0])
-	if err != nil {
-		return err
-	}
-	addr, err := parseAddr(pos[1])
+	k, addr, err := backendArgs(c)
 	if err != nil {
 		return err
 	}
