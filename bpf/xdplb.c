@@ -107,6 +107,7 @@ int xdplb_prog(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 bytes = data_end - data;
 	struct packet p = {};
+	struct ethhdr *eth;
 	struct counters *c;
 	struct service *svc;
 	struct svc_key sk = {};
@@ -121,6 +122,11 @@ int xdplb_prog(struct xdp_md *ctx)
 		return XDP_PASS; /* cannot happen: a one-entry array always has entry 0 */
 	c->packets++;
 
+	eth = data;
+	if ((void *)(eth + 1) > data_end) {
+		c->pass_malformed++;
+		return XDP_PASS; /* runt frame: the kernel drops it */
+	}
 	verdict = parse_packet(&p, data, data_end);
 	switch (verdict) {
 	case PARSE_NOT_IP:
@@ -181,10 +187,7 @@ int xdplb_prog(struct xdp_md *ctx)
 	 * promiscuous; forwarding it would duplicate the other host's traffic. */
 	{
 		struct layout *l = bpf_map_lookup_elem(&meta, &zero);
-		struct ethhdr *eth = data;
 
-		if ((void *)(eth + 1) > data_end)
-			return XDP_PASS;
 		if (l && mac_set(l->mac) && !mac_equal(l->mac, eth->h_dest)) {
 			c->pass_other_host++;
 			return XDP_PASS; /* not addressed to us: the kernel drops it as PACKET_OTHERHOST */
@@ -195,10 +198,7 @@ int xdplb_prog(struct xdp_md *ctx)
 	 * before conntrack, so an old entry can never send a peer's frame back out. */
 	{
 		struct peer_key pk;
-		struct ethhdr *eth = data; /* parse_packet proved the header is there */
 
-		if ((void *)(eth + 1) > data_end)
-			return XDP_PASS;
 		__builtin_memcpy(pk.mac, eth->h_source, 6);
 		if (bpf_map_lookup_elem(&peers, &pk)) {
 			c->pass_peer++;
@@ -278,10 +278,6 @@ int xdplb_prog(struct xdp_md *ctx)
 	}
 
 	{
-		struct ethhdr *eth = data;
-
-		if ((void *)(eth + 1) > data_end)
-			return XDP_PASS;
 		/* Direct routing: only the Ethernet addresses change. The frame was unicast to us, so
 		 * its destination MAC is ours and becomes the source. */
 		__builtin_memcpy(eth->h_source, eth->h_dest, 6);
