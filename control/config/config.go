@@ -1,0 +1,272 @@
+// Package config parses and validates the daemon's single YAML file.
+//
+// It applies nothing: Parse and Load return a Config, or a *ValidationError that lists every
+// problem at once, each with its line and field path. Secrets (the MySQL check password) never
+// appear in errors or in fmt output.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/xdplb/xdplb/control"
+	"github.com/xdplb/xdplb/loader"
+)
+
+// DefaultMetrics is the metrics listen address when the file sets none.
+const DefaultMetrics = "127.0.0.1:9447"
+
+// Config is the whole file.
+type Config struct {
+	Interfaces []string           // interfaces the XDP program attaches to
+	Sizes      loader.Sizes       // yaml "maps"; defaults loader.DefaultSizes()
+	HashSeed   uint32             // yaml "hash_seed"
+	Metrics    string             // listen address of the Prometheus endpoint
+	Peers      []net.HardwareAddr // static peer director MACs
+	Services   []Service
+}
+
+// Service is a virtual service and its real servers.
+type Service struct {
+	Name        string             // optional label, unique in the file
+	Key         control.ServiceKey // yaml "vip", "port", "proto"
+	Scheduler   string             // "maglev"
+	Persistence time.Duration      // 0 = off; whole seconds
+	Sorry       *RealServer        // yaml "sorry_server"; nil = none
+	Quorum      int                // default 1
+	Hysteresis  int                // default 0, < Quorum
+	Check       Check
+	RealServers []RealServer // yaml "real_servers"
+}
+
+// Spec is what control.Maps.AddService takes.
+func (s Service) Spec() control.ServiceSpec {
+	return control.ServiceSpec{Key: s.Key, Persistence: s.Persistence}
+}
+
+// RealServer is a backend of a service.
+type RealServer struct {
+	Addr   netip.Addr
+	Port   uint16 // 0 = the service port
+	Weight uint32 // 1..65535, default 1
+	Local  bool   // the real server is this director
+	MAC    net.HardwareAddr
+	Drain  bool // out of the ring, established flows go on
+}
+
+// Check types.
+const (
+	CheckTCP   = "tcp"
+	CheckMySQL = "mysql"
+	CheckExec  = "exec"
+	CheckNone  = "none"
+)
+
+// Check is the health check of a service's real servers.
+type Check struct {
+	Type     string
+	Interval time.Duration // default 2s
+	Timeout  time.Duration // default 1s, < Interval
+	Rise     int           // default 2
+	Fall     int           // default 3
+	DRPath   *bool         // check through the VIP (DR path); default true
+	Drain    bool          // a failed server is drained (weight 0) instead of removed
+	MySQL    *MySQLCheck   // only with Type mysql
+	Exec     *ExecCheck    // only with Type exec
+}
+
+// CheckDRPath reports DRPath with its default.
+func (c Check) CheckDRPath() bool { return c.DRPath == nil || *c.DRPath }
+
+// MySQLCheck is the mysql check's options. The password is kept unexported and redacted
+// from every fmt verb; read it with Password.
+type MySQLCheck struct {
+	User              string
+	Database          string
+	Writable          bool          // require @@read_only = 0
+	MaxReplicationLag time.Duration // 0 = not checked
+	PasswordFile      string        // read by Password, not by Parse
+	PasswordEnv       string        // read by Password, not by Parse
+	password          string
+	hasPassword       bool
+}
+
+// Password returns the password: inline, or read now from PasswordFile (trailing newline
+// dropped) or the PasswordEnv variable. No password configured gives "".
+func (m *MySQLCheck) Password() (string, error) {
+	switch {
+	case m == nil:
+		return "", nil
+	case m.hasPassword:
+		return m.password, nil
+	case m.PasswordFile != "":
+		b, err := os.ReadFile(m.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("mysql check password: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	case m.PasswordEnv != "":
+		v, ok := os.LookupEnv(m.PasswordEnv)
+		if !ok {
+			return "", fmt.Errorf("mysql check password: environment variable %s is not set", m.PasswordEnv)
+		}
+		return v, nil
+	}
+	return "", nil
+}
+
+// InlinePassword reports whether the password is written in the config file itself.
+func (m *MySQLCheck) InlinePassword() bool { return m != nil && m.hasPassword }
+
+// String never shows the password.
+func (m MySQLCheck) String() string {
+	var pw string
+	switch {
+	case m.hasPassword:
+		pw = "password:<redacted>"
+	case m.PasswordFile != "":
+		pw = "password_file:" + m.PasswordFile
+	case m.PasswordEnv != "":
+		pw = "password_env:" + m.PasswordEnv
+	default:
+		pw = "password:none"
+	}
+	return fmt.Sprintf("{user:%s %s database:%s writable:%t max_replication_lag:%v}",
+		m.User, pw, m.Database, m.Writable, m.MaxReplicationLag)
+}
+
+// GoString never shows the password.
+func (m MySQLCheck) GoString() string { return "config.MySQLCheck" + m.String() }
+
+// Format makes every verb (%v, %+v, %#v, %s, %q) print the redacted form.
+func (m MySQLCheck) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, m.GoString())
+		return
+	}
+	_, _ = io.WriteString(f, m.String())
+}
+
+// ExecCheck runs a program; exit status 0 = healthy.
+type ExecCheck struct {
+	Command []string // argv, never run through a shell
+	// Dynamic: the exit status minus 2 is the new weight (keepalived MISC_CHECK misc_dynamic).
+	Dynamic bool
+}
+
+// FieldError is one problem in the file.
+type FieldError struct {
+	Line  int
+	Field string
+	Msg   string
+	file  string
+}
+
+func (e FieldError) Error() string {
+	var b strings.Builder
+	if e.file != "" {
+		b.WriteString(e.file)
+		b.WriteString(":")
+	}
+	if e.Line > 0 {
+		b.WriteString(strconv.Itoa(e.Line))
+		b.WriteString(":")
+	}
+	if b.Len() > 0 {
+		b.WriteString(" ")
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ValidationError lists every problem found in a file, in file order.
+type ValidationError struct {
+	File   string
+	Errors []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	lines := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		lines[i] = fe.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads and parses the file at path. Besides Parse's warnings it warns about a password
+// written in a file that group or others can read, and about a password_file they can read.
+func Load(path string) (*Config, []string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, warns, err := Parse(data, path)
+	if err != nil {
+		return nil, warns, err
+	}
+	for i, s := range cfg.Services {
+		m := s.Check.MySQL
+		if m == nil {
+			continue
+		}
+		field := fmt.Sprintf("services[%d].check.mysql", i)
+		if m.InlinePassword() && st.Mode().Perm()&0o044 != 0 {
+			warns = append(warns, fmt.Sprintf("%s: %s.password: the file is readable by group or others (mode %04o); chmod 600 it or use password_file", path, field, st.Mode().Perm()))
+		}
+		if m.PasswordFile != "" {
+			pst, err := os.Stat(m.PasswordFile)
+			switch {
+			case err != nil:
+				warns = append(warns, fmt.Sprintf("%s: %s.password_file: %v", path, field, err))
+			case pst.Mode().Perm()&0o044 != 0:
+				warns = append(warns, fmt.Sprintf("%s: %s.password_file: %s is readable by group or others (mode %04o); chmod 600 it", path, field, m.PasswordFile, pst.Mode().Perm()))
+			}
+		}
+	}
+	return cfg, warns, nil
+}
+
+// Parse parses and validates data; name is the file name used in messages.
+func Parse(data []byte, name string) (*Config, []string, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	p := &parser{file: name}
+	cfg := p.config(&doc)
+	if len(p.errs) > 0 {
+		return nil, p.warns, &ValidationError{File: name, Errors: p.errs}
+	}
+	return cfg, p.warns, nil
+}
+
+// Errors returns the field errors of err if it is a *ValidationError.
+func Errors(err error) []FieldError {
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		return ve.Errors
+	}
+	return nil
+}
