@@ -290,14 +290,7 @@ func (e *env) attach(c *cli.Context) error {
 	}
 	sizes := loader.DefaultSizes()
 	if o, err := loader.Open(e.root, iface); err == nil {
-		sizes = loader.Sizes{
-			Services:  o.Services.MaxEntries(),
-			Backends:  o.Backends.MaxEntries(),
-			Peers:     o.Peers.MaxEntries(),
-			Conntrack: o.Conntrack.MaxEntries(),
-			Persist:   o.Persist.MaxEntries(),
-			RingSize:  o.Layout.RingSize,
-		}
+		sizes = o.Sizes()
 		o.Close()
 	}
 	for _, f := range []struct {
