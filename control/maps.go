@@ -403,6 +403,188 @@ func (m *Maps) DeleteBackend(k ServiceKey, addr netip.Addr) error {
 	return m.clearBackend(gone.id)
 }
 
+// SetBackends makes the service's backends exactly want, plus sorry as its sorry server (nil =
+// none), with at most one ring rebuild; it writes nothing and reports changed = false when the
+// maps already hold exactly that (address, MAC, weight and flags of every backend, and the
+// sorry pointer).
+//
+// A backend keeps its id while its address stays; new ones get the lowest free ids in the order
+// given (want first, then sorry), so two directors applying the same sequence of configs to
+// fresh maps get the same ids and byte-identical rings. Ids of backends removed by this call are
+// not reused by it. Writes follow the file's order: new and updated entries that the ring or the
+// sorry pointer will name are written first, then the new ring and the service (active slot
+// flipped, sorry pointer set), then entries that left the ring are rewritten and removed ones
+// cleared (flows tracked to them become stale and the data path reschedules them).
+func (m *Maps) SetBackends(k ServiceKey, want []BackendSpec, sorry *BackendSpec) (changed bool, err error) {
+	k = k.normal()
+	if err := k.Validate(); err != nil {
+		return false, err
+	}
+	specs := slices.Clone(want)
+	for i := range specs {
+		specs[i].Sorry = false
+	}
+	if sorry != nil {
+		s := *sorry
+		s.Sorry = true
+		s.Draining = false
+		specs = append(specs, s)
+	}
+	seen := map[netip.Addr]bool{}
+	for i := range specs {
+		b := &specs[i]
+		b.Addr = b.Addr.Unmap()
+		if err := b.Validate(); err != nil {
+			return false, err
+		}
+		if b.Addr.Is4() != k.VIP.Is4() {
+			return false, fmt.Errorf("backend %s: an IPv%d real server cannot serve the IPv%d VIP of %s",
+				b.Addr, ipVersion(b.Addr), ipVersion(k.VIP), k)
+		}
+		if seen[b.Addr] {
+			return false, fmt.Errorf("backend %s of %s: given twice (addresses are unique within a service)", b.Addr, k)
+		}
+		seen[b.Addr] = true
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	cur, err := m.service(k)
+	if err != nil {
+		return false, err
+	}
+	all, err := m.backends()
+	if err != nil {
+		return false, err
+	}
+	used := map[uint32]bool{}
+	old := map[netip.Addr]backend{}
+	for _, x := range all {
+		used[x.id] = true
+		if x.val.Service == cur.Id {
+			old[x.addr()] = x
+		}
+	}
+
+	var (
+		next     []backend // the service's backends after the change, in the order given
+		isNew    []bool
+		sorryID  uint32
+		differs  = len(old) != len(specs)
+		size     = m.o.Backends.MaxEntries()
+		nextFree = uint32(1)
+	)
+	for _, b := range specs {
+		nb := backend{val: specValue(b, cur.Id)}
+		o, had := old[b.Addr]
+		if had {
+			nb.id = o.id
+			if o.val != nb.val {
+				differs = true
+			}
+		} else {
+			differs = true
+			for nextFree < size && used[nextFree] {
+				nextFree++
+			}
+			if nextFree >= size {
+				return false, fmt.Errorf("cannot add backend %s to %s: the backend table is full (%d backends); its size is set by `xdplb attach --backends N` (a new size needs detach and attach)",
+					b.Addr, k, size-1)
+			}
+			nb.id = nextFree
+			used[nextFree] = true
+		}
+		if b.Sorry {
+			sorryID = nb.id
+		}
+		next = append(next, nb)
+		isNew = append(isNew, !had)
+	}
+	if cur.SorryBackend != sorryID {
+		differs = true
+	}
+	if !differs {
+		return false, nil
+	}
+	cur.SorryBackend = sorryID
+
+	// Entries the new ring or the sorry pointer name, and new entries, before the ring.
+	undo := func() {
+		for i, nb := range next {
+			if isNew[i] {
+				m.clearBackend(nb.id) // nothing names it
+			}
+		}
+	}
+	for i, nb := range next {
+		if !isNew[i] && !(nb.inRing() || nb.id == sorryID) {
+			continue
+		}
+		if !isNew[i] && old[nb.addr()].val == nb.val {
+			continue
+		}
+		if isNew[i] {
+			if err := zeroTraffic(m.o.BackendStats, nb.id); err != nil {
+				undo()
+				return true, fmt.Errorf("reset statistics of backend id %d: %w", nb.id, err)
+			}
+		}
+		if err := m.o.Backends.Put(nb.id, nb.val); err != nil {
+			undo()
+			return true, fmt.Errorf("write backend %s of %s: %w", nb.addr(), k, err)
+		}
+	}
+	if err := m.writeRing(k, cur, next); err != nil {
+		undo()
+		return true, err
+	}
+	// Entries that left the ring, after it.
+	for i, nb := range next {
+		if isNew[i] || nb.inRing() || nb.id == sorryID || old[nb.addr()].val == nb.val {
+			continue
+		}
+		if err := m.o.Backends.Put(nb.id, nb.val); err != nil {
+			return true, fmt.Errorf("write backend %s of %s: %w", nb.addr(), k, err)
+		}
+	}
+	// Removed entries last: nothing names them any more.
+	gone := make([]backend, 0, len(old))
+	for a, x := range old {
+		if !seen[a] {
+			gone = append(gone, x)
+		}
+	}
+	slices.SortFunc(gone, func(a, b backend) int { return cmp.Compare(a.id, b.id) })
+	for _, x := range gone {
+		if err := m.clearBackend(x.id); err != nil {
+			return true, fmt.Errorf("remove backend %s of %s: %w", x.addr(), k, err)
+		}
+	}
+	return true, nil
+}
+
+// specValue is the backends entry of b in service id.
+func specValue(b BackendSpec, id uint32) loader.Backend {
+	v := loader.Backend{
+		Addr:    loader.Addr16(b.Addr),
+		Flags:   loader.BackendUsed,
+		Service: id,
+		Weight:  b.weight(),
+	}
+	copy(v.Mac[:], b.MAC)
+	if b.Local {
+		v.Flags |= loader.BackendLocal
+	}
+	if b.Draining {
+		v.Flags |= loader.BackendDraining
+	}
+	if b.Sorry {
+		v.Flags |= loader.BackendSorry
+	}
+	return v
+}
+
 func (m *Maps) clearBackend(id uint32) error {
 	if err := m.o.Backends.Put(id, loader.Backend{}); err != nil {
 		return fmt.Errorf("clear backend id %d: %w", id, err)

@@ -637,3 +637,162 @@ func runOut(o *loader.Objects, in []byte) ([]byte, uint32, error) {
 	ret, err := o.Program.Run(&opts)
 	return opts.DataOut, ret, err
 }
+
+func TestSetBackends(t *testing.T) {
+	o, m := load(t, testSizes)
+	must(t, m.AddService(ServiceSpec{Key: mysql}))
+	be4 := netip.MustParseAddr("10.0.0.14")
+	mac4, _ := net.ParseMAC("02:00:00:00:00:0e")
+	want := []BackendSpec{
+		{Addr: be1, MAC: mac1, Weight: 2},
+		{Addr: be2, MAC: mac2, Draining: true},
+		{Addr: be3, MAC: mac3},
+	}
+	changed, err := m.SetBackends(mysql, want, nil)
+	must(t, err)
+	if !changed {
+		t.Fatal("first SetBackends: changed = false")
+	}
+	s := mapService(t, o, mysql)
+	if s.ActiveSlot != 1 {
+		t.Fatalf("active slot %d after one SetBackends, want 1 (one rebuild)", s.ActiveSlot)
+	}
+	wantRing(t, o, mysql,
+		maglev.Backend{ID: 1, Key: "10.0.0.11", Weight: 2},
+		maglev.Backend{ID: 3, Key: "10.0.0.13", Weight: 1})
+	if b := mapBackend(t, o, 2); b.Flags != loader.BackendUsed|loader.BackendDraining || b.Weight != 0 {
+		t.Fatalf("draining backend %+v", b)
+	}
+	before := activeRing(t, o, mysql)
+
+	// The same again: nothing is written.
+	changed, err = m.SetBackends(mysql, slices.Clone(want), nil)
+	must(t, err)
+	if changed {
+		t.Fatal("second SetBackends with the same input: changed = true")
+	}
+	if s := mapService(t, o, mysql); s.ActiveSlot != 1 {
+		t.Fatalf("active slot %d after an idempotent SetBackends, want 1", s.ActiveSlot)
+	}
+	if !slices.Equal(activeRing(t, o, mysql), before) {
+		t.Fatal("ring changed by an idempotent SetBackends")
+	}
+
+	// be1 leaves, be2 joins the ring, be3 gets a new MAC, be4 becomes the sorry server: one rebuild.
+	want = []BackendSpec{
+		{Addr: be2, MAC: mac2},
+		{Addr: be3, MAC: mac1},
+	}
+	changed, err = m.SetBackends(mysql, want, &BackendSpec{Addr: be4, MAC: mac4})
+	must(t, err)
+	if !changed {
+		t.Fatal("changed = false after a change")
+	}
+	s = mapService(t, o, mysql)
+	if s.ActiveSlot != 0 {
+		t.Fatalf("active slot %d, want 0 (exactly one more rebuild)", s.ActiveSlot)
+	}
+	// Id 1 is freed only after the ring stopped naming it: the sorry server gets id 4.
+	if s.SorryBackend != 4 {
+		t.Fatalf("sorry backend %d, want 4", s.SorryBackend)
+	}
+	if b := mapBackend(t, o, 1); b != (loader.Backend{}) {
+		t.Fatalf("removed backend left: %+v", b)
+	}
+	if b := mapBackend(t, o, 3); !bytes.Equal(b.Mac[:], mac1) {
+		t.Fatalf("backend 3 MAC %x, want %s", b.Mac, mac1)
+	}
+	if b := mapBackend(t, o, 4); b.Flags != loader.BackendUsed|loader.BackendSorry {
+		t.Fatalf("sorry backend flags %#x", b.Flags)
+	}
+	wantRing(t, o, mysql,
+		maglev.Backend{ID: 2, Key: "10.0.0.12", Weight: 1},
+		maglev.Backend{ID: 3, Key: "10.0.0.13", Weight: 1})
+
+	// Changing only the sorry server is a change; dropping everything empties the ring.
+	changed, err = m.SetBackends(mysql, want, nil)
+	must(t, err)
+	if !changed || mapService(t, o, mysql).SorryBackend != 0 {
+		t.Fatal("removing the sorry server: not applied")
+	}
+	if b := mapBackend(t, o, 4); b != (loader.Backend{}) {
+		t.Fatalf("removed sorry server left: %+v", b)
+	}
+	changed, err = m.SetBackends(mysql, nil, nil)
+	must(t, err)
+	if !changed {
+		t.Fatal("removing every backend: changed = false")
+	}
+	wantRing(t, o, mysql)
+	st, err := m.Snapshot()
+	must(t, err)
+	if n := len(st.Services[0].Backends); n != 0 {
+		t.Fatalf("%d backends left, want 0", n)
+	}
+
+	// Bad input changes nothing.
+	if _, err := m.SetBackends(mysql, []BackendSpec{{Addr: be1, MAC: mac1}, {Addr: be1, MAC: mac2}}, nil); err == nil {
+		t.Fatal("duplicate address accepted")
+	}
+	if _, err := m.SetBackends(mysql, []BackendSpec{{Addr: netip.MustParseAddr("fd00::1"), MAC: mac1}}, nil); err == nil {
+		t.Fatal("IPv6 backend for an IPv4 VIP accepted")
+	}
+	if _, err := m.SetBackends(mysql, []BackendSpec{{Addr: be1}}, nil); err == nil {
+		t.Fatal("remote backend without MAC accepted")
+	}
+	if _, err := m.SetBackends(ServiceKey{VIP: vip, Port: 1, Proto: TCP}, nil, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing service: %v, want ErrNotFound", err)
+	}
+	if _, err := m.SetBackends(mysql, []BackendSpec{
+		{Addr: be1, MAC: mac1}, {Addr: be2, MAC: mac1}, {Addr: be3, MAC: mac1}, {Addr: be4, MAC: mac1},
+		{Addr: netip.MustParseAddr("10.0.0.15"), MAC: mac1}, {Addr: netip.MustParseAddr("10.0.0.16"), MAC: mac1},
+	}, nil); err == nil || !strings.Contains(err.Error(), "full") {
+		t.Fatalf("more backends than the table holds: %v, want a full-table error", err)
+	}
+	if st, _ := m.Snapshot(); len(st.Services[0].Backends) != 0 {
+		t.Fatalf("a failed SetBackends left %d backends", len(st.Services[0].Backends))
+	}
+}
+
+// TestSetBackendsDeterministic: two directors applying the same sequence get the same ids and
+// byte-identical rings.
+func TestSetBackendsDeterministic(t *testing.T) {
+	apply := func() (*loader.Objects, *Maps) {
+		o, m := load(t, testSizes)
+		must(t, m.AddService(ServiceSpec{Key: mysql}))
+		must(t, m.AddService(ServiceSpec{Key: mysqlX}))
+		for _, step := range []struct {
+			k     ServiceKey
+			want  []BackendSpec
+			sorry *BackendSpec
+		}{
+			{mysql, []BackendSpec{{Addr: be3, MAC: mac3}, {Addr: be1, MAC: mac1, Weight: 3}}, nil},
+			{mysqlX, []BackendSpec{{Addr: be2, MAC: mac2}}, &BackendSpec{Addr: be1, MAC: mac1}},
+			{mysql, []BackendSpec{{Addr: be1, MAC: mac1, Weight: 3}, {Addr: be2, MAC: mac2}}, nil},
+		} {
+			_, err := m.SetBackends(step.k, step.want, step.sorry)
+			must(t, err)
+		}
+		return o, m
+	}
+	oa, ma := apply()
+	ob, mb := apply()
+	sa, err := ma.Snapshot()
+	must(t, err)
+	sb, err := mb.Snapshot()
+	must(t, err)
+	ja, _ := json.Marshal(sa)
+	jb, _ := json.Marshal(sb)
+	if !bytes.Equal(ja, jb) {
+		t.Fatalf("two directors differ:\n%s\n%s", ja, jb)
+	}
+	for _, k := range []ServiceKey{mysql, mysqlX} {
+		if ra, rb := activeRing(t, oa, k), activeRing(t, ob, k); !slices.Equal(ra, rb) {
+			t.Fatalf("%s: rings differ", k)
+		}
+	}
+	// be3 (id 1) left in the same call, so it is not reused: be2 gets id 5 (3 and 4 are mysqlX's).
+	wantRing(t, oa, mysql,
+		maglev.Backend{ID: 2, Key: "10.0.0.11", Weight: 3},
+		maglev.Backend{ID: 5, Key: "10.0.0.12", Weight: 1})
+}
