@@ -1,0 +1,506 @@
+package health
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// fakeProber returns a settable result and records its use.
+type fakeProber struct {
+	mu      sync.Mutex
+	healthy bool
+	weight  *uint32
+	probes  int
+	closed  int
+	block   bool          // Probe waits for ctx to end
+	started chan struct{} // receives when a blocking Probe starts
+	ended   chan struct{} // closed when a blocking Probe returns
+}
+
+func newFakeProber(healthy bool) *fakeProber {
+	return &fakeProber{healthy: healthy, started: make(chan struct{}, 1), ended: make(chan struct{})}
+}
+
+func (p *fakeProber) set(healthy bool, weight *uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.healthy, p.weight = healthy, weight
+}
+
+func (p *fakeProber) Probe(ctx context.Context) Result {
+	p.mu.Lock()
+	p.probes++
+	healthy, weight, block := p.healthy, p.weight, p.block
+	p.mu.Unlock()
+	if block {
+		p.started <- struct{}{}
+		<-ctx.Done()
+		close(p.ended)
+		return Result{Err: ctx.Err()}
+	}
+	if !healthy {
+		return Result{Err: errors.New("fake: refused"), Latency: time.Millisecond}
+	}
+	return Result{Healthy: true, Weight: weight, Latency: time.Millisecond}
+}
+
+func (p *fakeProber) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed++
+	return nil
+}
+
+func (p *fakeProber) counts() (probes, closed int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.probes, p.closed
+}
+
+// syncBuffer is a log sink for several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func target(svc, addr string) Target { return Target{Service: svc, Addr: netip.MustParseAddr(addr)} }
+
+func spec(tg Target, p Prober, up bool) Spec {
+	return Spec{Target: tg, Prober: p, Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 3, InitialUp: up}
+}
+
+func seeded() Option { return WithRand(rand.New(rand.NewPCG(1, 2))) }
+
+// step advances the fake clock by one interval and waits until n targets have rearmed.
+func step(t *testing.T, clk *FakeClock, n int) {
+	t.Helper()
+	clk.Advance(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := clk.BlockUntilContext(ctx, n); err != nil {
+		t.Fatalf("waiting for %d timers after Advance: %v (pending %d)", n, err, clk.Pending())
+	}
+}
+
+func statusOf(t *testing.T, m *Monitor, tg Target) Status {
+	t.Helper()
+	for _, s := range m.Status() {
+		if s.Target == tg {
+			return s
+		}
+	}
+	t.Fatalf("no status for %v", tg)
+	return Status{}
+}
+
+func recvEvent(t *testing.T, m *Monitor) Event {
+	t.Helper()
+	select {
+	case ev := <-m.Events():
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event within 5s")
+		return Event{}
+	}
+}
+
+func noEvent(t *testing.T, m *Monitor) {
+	t.Helper()
+	select {
+	case ev := <-m.Events():
+		t.Fatalf("expected no event, seen %+v", ev)
+	case <-time.After(20 * time.Millisecond):
+	}
+}
+
+func TestMonitorRiseFall(t *testing.T) {
+	var logs syncBuffer
+	clk := NewFakeClock(t0)
+	m := NewMonitor(slog.New(slog.NewTextHandler(&logs, nil)), clk, seeded())
+	defer m.Close()
+	tg := target("db", "10.0.0.2")
+	p := newFakeProber(false)
+	m.Set([]Spec{spec(tg, p, true)})
+	clk.BlockUntil(1)
+
+	for i := 1; i <= 2; i++ {
+		step(t, clk, 1)
+		if s := statusOf(t, m, tg); !s.Up || s.Checks != uint64(i) || s.Failures != uint64(i) || s.LastErr != "fake: refused" {
+			t.Fatalf("after %d failed probes (fall 3): expected up with %d checks and the error, seen %+v", i, i, s)
+		}
+	}
+	noEvent(t, m)
+	step(t, clk, 1)
+	if s := statusOf(t, m, tg); s.Up || s.Checks != 3 {
+		t.Fatalf("after 3 failed probes (fall 3): expected down, seen %+v", s)
+	}
+	ev := recvEvent(t, m)
+	if ev.Target != tg || ev.Up || ev.Reason != "fake: refused" {
+		t.Fatalf("down event: seen %+v", ev)
+	}
+	for range 3 {
+		step(t, clk, 1) // still failing: no more events, no more log lines
+	}
+	noEvent(t, m)
+
+	p.set(true, nil)
+	step(t, clk, 1)
+	if s := statusOf(t, m, tg); s.Up {
+		t.Fatalf("after 1 good probe (rise 2): expected still down, seen %+v", s)
+	}
+	noEvent(t, m)
+	step(t, clk, 1)
+	if s := statusOf(t, m, tg); !s.Up || s.LastErr != "" || s.Checks != 8 || s.Failures != 6 {
+		t.Fatalf("after 2 good probes (rise 2): expected up, 8 checks, 6 failures, seen %+v", s)
+	}
+	if ev := recvEvent(t, m); !ev.Up || ev.Reason != "" || ev.Latency != time.Millisecond {
+		t.Fatalf("up event: seen %+v", ev)
+	}
+
+	out := logs.String()
+	if n := strings.Count(out, "real server down"); n != 1 {
+		t.Errorf("expected 1 'real server down' log line, seen %d:\n%s", n, out)
+	}
+	if n := strings.Count(out, "real server up"); n != 1 {
+		t.Errorf("expected 1 'real server up' log line, seen %d:\n%s", n, out)
+	}
+	if lines := strings.Count(out, "\n"); lines != 2 {
+		t.Errorf("expected 2 log lines in all (one per state change), seen %d:\n%s", lines, out)
+	}
+	for _, want := range []string{"service=db", "addr=10.0.0.2", `reason="fake: refused"`, "checks=3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestMonitorOffsets(t *testing.T) {
+	clk := NewFakeClock(t0)
+	m := NewMonitor(nil, clk, seeded())
+	defer m.Close()
+	const n = 100
+	var specs []Spec
+	for i := range n {
+		specs = append(specs, spec(target("db", netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}).String()), newFakeProber(true), true))
+	}
+	m.Set(specs)
+	clk.BlockUntil(n)
+	dl := clk.Deadlines()
+	distinct := map[time.Time]bool{}
+	for _, d := range dl {
+		if d.Before(t0) || !d.Before(t0.Add(time.Second)) {
+			t.Fatalf("first probe at %v: expected within [start, start+interval)", d.Sub(t0))
+		}
+		distinct[d] = true
+	}
+	if len(distinct) < n/2 {
+		t.Fatalf("first probes of %d targets at only %d distinct times: not spread", n, len(distinct))
+	}
+	// After one interval every target has probed exactly once, at its offset.
+	step(t, clk, n)
+	for i, s := range m.Status() {
+		if s.Checks != 1 || s.LastCheck.Before(t0) || !s.LastCheck.Before(t0.Add(time.Second)) {
+			t.Fatalf("target %d after one interval: expected 1 check within the first interval, seen %+v", i, s)
+		}
+	}
+	// The next probes are one interval after the first ones.
+	for i, d := range clk.Deadlines() {
+		if want := dl[i].Add(time.Second); !d.Equal(want) {
+			t.Fatalf("second probe %d at %v, expected %v", i, d.Sub(t0), want.Sub(t0))
+		}
+	}
+
+	// Same seed, same offsets.
+	clk2 := NewFakeClock(t0)
+	m2 := NewMonitor(nil, clk2, seeded())
+	defer m2.Close()
+	for i := range specs {
+		specs[i].Prober = newFakeProber(true)
+	}
+	m2.Set(specs)
+	clk2.BlockUntil(n)
+	for i, d := range clk2.Deadlines() {
+		if !d.Equal(dl[i]) {
+			t.Fatalf("same seed: offset %d is %v, first run %v", i, d.Sub(t0), dl[i].Sub(t0))
+		}
+	}
+}
+
+func TestMonitorSet(t *testing.T) {
+	clk := NewFakeClock(t0)
+	m := NewMonitor(nil, clk, seeded())
+	defer m.Close()
+	a, b, c := target("db", "10.0.0.1"), target("db", "10.0.0.2"), target("db", "10.0.0.3")
+	pa, pb := newFakeProber(false), newFakeProber(true)
+	m.Set([]Spec{spec(a, pa, true), spec(b, pb, true)})
+	clk.BlockUntil(2)
+	for range 3 {
+		step(t, clk, 2)
+	}
+	if s := statusOf(t, m, a); s.Up || s.Checks != 3 {
+		t.Fatalf("a after 3 failures: expected down, seen %+v", s)
+	}
+	recvEvent(t, m)
+
+	// a unchanged (new prober unused), b removed, c added.
+	pa2, pc := newFakeProber(true), newFakeProber(true)
+	m.Set([]Spec{spec(a, pa2, true), spec(c, pc, true)})
+	if _, closed := pa2.counts(); closed != 1 {
+		t.Fatalf("unused new prober of unchanged a: expected closed once, seen %d", closed)
+	}
+	if _, closed := pa.counts(); closed != 0 {
+		t.Fatalf("prober of unchanged a: expected kept open, closed %d times", closed)
+	}
+	if _, closed := pb.counts(); closed != 1 {
+		t.Fatalf("prober of removed b: expected closed once by the time Set returns, seen %d", closed)
+	}
+	st := m.Status()
+	if len(st) != 2 || st[0].Target != a || st[1].Target != c {
+		t.Fatalf("status after Set: expected a and c, sorted, seen %+v", st)
+	}
+	if st[0].Up || st[0].Checks != 3 {
+		t.Fatalf("a kept its state: expected down with 3 checks, seen %+v", st[0])
+	}
+	clk.BlockUntil(2)
+	step(t, clk, 2)
+	if probes, _ := pa.counts(); probes != 4 {
+		t.Fatalf("a's old prober still in use: expected 4 probes, seen %d", probes)
+	}
+	if probes, _ := pa2.counts(); probes != 0 {
+		t.Fatalf("a's unused new prober: expected no probes, seen %d", probes)
+	}
+
+	// a changed (new interval): restarted with the new prober, keeping its down state.
+	pa3 := newFakeProber(true)
+	sa := spec(a, pa3, true)
+	sa.Fall = 5
+	pc2 := newFakeProber(true)
+	m.Set([]Spec{sa, spec(c, pc2, true)})
+	if _, closed := pa.counts(); closed != 1 {
+		t.Fatalf("old prober of changed a: expected closed once, seen %d", closed)
+	}
+	if s := statusOf(t, m, a); s.Up || s.Checks != 4 {
+		t.Fatalf("changed a: expected its down state and counters kept, seen %+v", s)
+	}
+	clk.BlockUntil(2)
+	step(t, clk, 2)
+	if probes, _ := pa3.counts(); probes != 1 {
+		t.Fatalf("changed a's new prober: expected 1 probe, seen %d", probes)
+	}
+	step(t, clk, 2)
+	if ev := recvEvent(t, m); ev.Target != a || !ev.Up {
+		t.Fatalf("a after 2 good probes with the new prober: expected up event, seen %+v", ev)
+	}
+
+	m.Set(nil)
+	if _, closed := pa3.counts(); closed != 1 {
+		t.Fatalf("a's prober after Set(nil): expected closed, seen %d", closed)
+	}
+	if _, closed := pc.counts(); closed != 1 {
+		t.Fatalf("c's prober after Set(nil): expected closed, seen %d", closed)
+	}
+	if len(m.Status()) != 0 {
+		t.Fatalf("status after Set(nil): expected empty, seen %+v", m.Status())
+	}
+}
+
+func TestMonitorCloseWaits(t *testing.T) {
+	before := runtime.NumGoroutine()
+	clk := NewFakeClock(t0)
+	m := NewMonitor(nil, clk, seeded())
+	blocking := newFakeProber(true)
+	blocking.block = true
+	var others []*fakeProber
+	specs := []Spec{spec(target("db", "10.0.0.1"), blocking, true)}
+	for i := range 10 {
+		p := newFakeProber(i%2 == 0)
+		others = append(others, p)
+		specs = append(specs, spec(target("db", netip.AddrFrom4([4]byte{10, 0, 2, byte(i)}).String()), p, true))
+	}
+	m.Set(specs)
+	clk.BlockUntil(len(specs))
+	clk.Advance(time.Second)
+	<-blocking.started // a probe is in flight
+	m.Close()
+	select {
+	case <-blocking.ended:
+	default:
+		t.Fatal("Close returned while a probe was still running")
+	}
+	for i, p := range append(others, blocking) {
+		if _, closed := p.counts(); closed != 1 {
+			t.Fatalf("prober %d after Close: expected closed once, seen %d", i, closed)
+		}
+	}
+	if _, ok := <-m.Events(); ok {
+		t.Fatal("Events channel still open after Close")
+	}
+	m.Close() // twice is fine
+	late := newFakeProber(true)
+	m.Set([]Spec{spec(target("db", "10.0.0.9"), late, true)})
+	if _, closed := late.counts(); closed != 1 {
+		t.Fatalf("Set after Close: expected its prober closed, seen %d", closed)
+	}
+
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("goroutine leak: %d before, %d after Close\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestMonitorEventsCoalesce(t *testing.T) {
+	clk := NewFakeClock(t0)
+	m := NewMonitor(nil, clk, seeded(), WithEventBuffer(1))
+	defer m.Close()
+	a, b := target("db", "10.0.0.1"), target("db", "10.0.0.2")
+	pa, pb := newFakeProber(true), newFakeProber(true)
+	sa, sb := spec(a, pa, true), spec(b, pb, true)
+	sa.Rise, sa.Fall, sb.Rise, sb.Fall = 1, 1, 1, 1
+	m.Set([]Spec{sa, sb})
+	clk.BlockUntil(2)
+	// Nobody reads events: 21 state changes each must not block probing.
+	for i := range 21 {
+		pa.set(i%2 == 1, nil)
+		pb.set(i%2 == 1, nil)
+		step(t, clk, 2)
+	}
+	// Both end down (i = 20 is unhealthy).
+	last := map[Target]Event{}
+	n := 0
+	for {
+		select {
+		case ev := <-m.Events():
+			last[ev.Target] = ev
+			n++
+			continue
+		case <-time.After(100 * time.Millisecond):
+		}
+		break
+	}
+	if n > 4 {
+		t.Errorf("expected coalesced events (at most 4 for 2 targets with a buffer of 1), seen %d", n)
+	}
+	for _, tg := range []Target{a, b} {
+		ev, ok := last[tg]
+		if !ok || ev.Up || ev.Reason == "" {
+			t.Fatalf("latest event of %v: expected down with a reason, seen %+v (found %t)", tg, ev, ok)
+		}
+	}
+	// And then the events follow the state one by one again.
+	pa.set(true, nil)
+	step(t, clk, 2)
+	if ev := recvEvent(t, m); ev.Target != a || !ev.Up {
+		t.Fatalf("after a comes back: expected a up, seen %+v", ev)
+	}
+}
+
+func TestMonitorDynamicWeight(t *testing.T) {
+	clk := NewFakeClock(t0)
+	m := NewMonitor(nil, clk, seeded())
+	defer m.Close()
+	a := target("db", "10.0.0.1")
+	p := newFakeProber(true)
+	m.Set([]Spec{spec(a, p, true)})
+	clk.BlockUntil(1)
+	w := func(v uint32) *uint32 { return &v }
+
+	p.set(true, w(5))
+	step(t, clk, 1)
+	if ev := recvEvent(t, m); !ev.Up || ev.Weight == nil || *ev.Weight != 5 {
+		t.Fatalf("weight 5 while up: expected an up event with weight 5, seen %+v", ev)
+	}
+	step(t, clk, 1) // same weight: nothing
+	p.set(true, nil)
+	step(t, clk, 1) // healthy without a weight keeps it (keepalived: exit 0 leaves it)
+	noEvent(t, m)
+	if s := statusOf(t, m, a); s.Weight == nil || *s.Weight != 5 {
+		t.Fatalf("status weight: expected 5, seen %v", s.Weight)
+	}
+	p.set(true, w(0))
+	step(t, clk, 1)
+	if ev := recvEvent(t, m); !ev.Up || ev.Weight == nil || *ev.Weight != 0 {
+		t.Fatalf("weight 0 while up: expected an event with weight 0, seen %+v", ev)
+	}
+	// Down, then up with a new weight: the up event carries it.
+	p.set(false, nil)
+	for range 3 {
+		step(t, clk, 1)
+	}
+	if ev := recvEvent(t, m); ev.Up {
+		t.Fatalf("expected down event, seen %+v", ev)
+	}
+	p.set(true, w(9))
+	step(t, clk, 1)
+	noEvent(t, m)
+	step(t, clk, 1)
+	if ev := recvEvent(t, m); !ev.Up || ev.Weight == nil || *ev.Weight != 9 {
+		t.Fatalf("up event after a weight change while down: expected weight 9, seen %+v", ev)
+	}
+}
+
+func TestFakeClock(t *testing.T) {
+	clk := NewFakeClock(t0)
+	a, b, c := clk.NewTimer(3*time.Second), clk.NewTimer(time.Second), clk.NewTimer(2*time.Second)
+	if clk.Pending() != 3 {
+		t.Fatalf("pending: expected 3, seen %d", clk.Pending())
+	}
+	if !c.Stop() || c.Stop() {
+		t.Fatal("Stop: expected true once, then false")
+	}
+	clk.Advance(2 * time.Second)
+	select {
+	case at := <-b.C():
+		if !at.Equal(t0.Add(time.Second)) {
+			t.Fatalf("timer fired with %v, expected its deadline", at)
+		}
+	default:
+		t.Fatal("1s timer did not fire after Advance(2s)")
+	}
+	select {
+	case <-a.C():
+		t.Fatal("3s timer fired after Advance(2s)")
+	default:
+	}
+	if !clk.Now().Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("Now: %v", clk.Now())
+	}
+	done := make(chan struct{})
+	go func() { clk.BlockUntil(2); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("BlockUntil(2) returned with 1 pending timer")
+	case <-time.After(10 * time.Millisecond):
+	}
+	clk.NewTimer(time.Second)
+	<-done
+	if z := clk.NewTimer(0); clk.Pending() != 2 || len(z.C()) != 1 {
+		t.Fatal("a zero timer must fire at once and not be pending")
+	}
+}
