@@ -109,6 +109,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action: groupAction,
 			},
 			e.listCmd(),
+			e.runCmd(),
+			e.reloadCmd(),
 			e.benchCmd(),
 			{
 				Name:  "version",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -48,13 +49,30 @@ func (e *env) benchCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
+			mgRounds, healthFor := 7, 10*time.Second
+			if c.Bool("quick") {
+				mgRounds, healthFor = 3, 3*time.Second
+			}
+			mg, err := bench.Maglev(mgRounds)
+			if err != nil {
+				return fmt.Errorf("control plane: %w", err)
+			}
+			hc, err := bench.HealthCPU(1000, healthFor)
+			if err != nil {
+				return fmt.Errorf("health checks: %w", err)
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(e.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"options": opts, "cpus": runtime.NumCPU(), "dataplane": res})
+				return enc.Encode(map[string]any{"options": opts, "cpus": runtime.NumCPU(), "dataplane": res,
+					"maglev": mg, "health_checks": hc})
 			}
 			fmt.Fprintf(e.stdout, "data path, BPF_PROG_TEST_RUN, %d rounds x %d runs, median per path:\n", opts.Rounds, opts.Repeat)
-			return bench.Print(e.stdout, res)
+			if err := bench.Print(e.stdout, res); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "\ncontrol plane (median of %d rounds, ring size 65537):\n", mgRounds)
+			return bench.PrintControlPlane(e.stdout, mg, hc)
 		},
 	}
 }

@@ -1,16 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/xdplb/xdplb/control"
+	"github.com/xdplb/xdplb/control/daemon"
 	"github.com/xdplb/xdplb/loader"
 )
 
@@ -27,9 +30,12 @@ func (e *env) listCmd() *cli.Command {
 			"                 \"backends\": [{\"id\", \"addr\", \"mac\", \"weight\", \"local\", \"draining\", \"sorry\", \"traffic\"}]}],\n" +
 			"   \"peers\": [\"02:00:00:00:00:aa\", ...],\n" +
 			"   \"counters\": {\"packets\", \"tx\", \"pass_local\", ... every verdict counter of the data path}}\n" +
-			"Addresses and MACs are strings; counters and traffic are summed over CPUs.",
+			"Addresses and MACs are strings; counters and traffic are summed over CPUs.\n\n" +
+			"When the daemon answers on the status socket, the list shows a Health column (up or down, and\n" +
+			"the last check error) for every real server of its configuration.",
 		Flags: []cli.Flag{
 			ifaceFlag(),
+			statusSocketFlag(),
 			&cli.BoolFlag{Name: "stats", Usage: "show traffic per service and real server, and the verdict counters"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON (see the description)"},
 		},
@@ -69,6 +75,10 @@ func (e *env) list(c *cli.Context) error {
 			Interfaces []control.State `json:"interfaces"`
 		}{states})
 	}
+	var hl healthList
+	if !c.Bool("stats") {
+		hl = queryHealth(c.String("status-socket"))
+	}
 	for i, st := range states {
 		if i > 0 {
 			fmt.Fprintln(e.stdout)
@@ -76,10 +86,54 @@ func (e *env) list(c *cli.Context) error {
 		if c.Bool("stats") {
 			writeStats(e.stdout, st)
 		} else {
-			writeList(e.stdout, st)
+			writeList(e.stdout, st, hl)
 		}
 	}
 	return nil
+}
+
+// statusTimeout bounds the question to the daemon: list works without it.
+const statusTimeout = time.Second
+
+// healthList is the daemon's view of the real servers; nil when no daemon answers.
+type healthList map[control.ServiceKey]map[netip.Addr]daemon.BackendStatus
+
+func queryHealth(socket string) healthList {
+	if socket == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	r, err := daemon.QueryStatus(ctx, socket)
+	if err != nil {
+		return nil
+	}
+	hl := healthList{}
+	for _, s := range r.Services {
+		m := map[netip.Addr]daemon.BackendStatus{}
+		for _, b := range s.Backends {
+			m[b.Addr.Unmap()] = b
+		}
+		k := s.Key()
+		k.VIP = k.VIP.Unmap()
+		hl[k] = m
+	}
+	return hl
+}
+
+// health is the Health column of a backend: up, down (last error), or - when the daemon does
+// not check it (a sorry server, a backend added by hand).
+func (hl healthList) health(k control.ServiceKey, b control.BackendState) (string, string) {
+	bs, ok := hl[k][b.Addr]
+	switch {
+	case !ok || b.Sorry:
+		return "-", ""
+	case bs.Up:
+		return "up", ""
+	case bs.LastError != "":
+		return "down", "(" + bs.LastError + ")"
+	}
+	return "down", ""
 }
 
 // state reads one interface's maps and link.
@@ -121,11 +175,15 @@ func localAddr(k control.ServiceKey) string {
 	return netip.AddrPortFrom(k.VIP, k.Port).String()
 }
 
-// writeList prints what `ipvsadm -Ln` prints.
-func writeList(w io.Writer, st control.State) {
+// writeList prints what `ipvsadm -Ln` prints, with a Health column when hl is not nil.
+func writeList(w io.Writer, st control.State, hl healthList) {
 	writeHeader(w, st)
 	fmt.Fprintln(w, "Prot LocalAddress:Port           Scheduler Flags")
-	fmt.Fprintln(w, "  -> RemoteAddress               Weight  MAC                Flags")
+	if hl != nil {
+		fmt.Fprintln(w, "  -> RemoteAddress               Weight  MAC                Health Flags")
+	} else {
+		fmt.Fprintln(w, "  -> RemoteAddress               Weight  MAC                Flags")
+	}
 	for _, s := range st.Services {
 		var flags []string
 		if s.Persistence > 0 {
@@ -134,7 +192,13 @@ func writeList(w io.Writer, st control.State) {
 		line := col(s.Key.Proto.String(), 5) + col(localAddr(s.Key), 28) + col(s.Scheduler, 10) + strings.Join(flags, " ")
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 		for _, b := range s.Backends {
-			line := "  -> " + col(b.Addr.String(), 28) + col(fmt.Sprint(b.Weight), 8) + col(macString(b.MAC), 19) + strings.Join(backendFlags(b), " ")
+			line := "  -> " + col(b.Addr.String(), 28) + col(fmt.Sprint(b.Weight), 8) + col(macString(b.MAC), 19)
+			if hl != nil {
+				h, why := hl.health(s.Key, b)
+				line += col(h, 7) + col(strings.Join(backendFlags(b), " "), 1) + why
+			} else {
+				line += strings.Join(backendFlags(b), " ")
+			}
 			fmt.Fprintln(w, strings.TrimRight(line, " "))
 		}
 	}

@@ -1,0 +1,37 @@
+package daemon
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/xdplb/xdplb/control/config"
+)
+
+// TestSeedsExample checks that examples/seeds.yaml parses and says what its comments say.
+func TestSeedsExample(t *testing.T) {
+	const path = "../../examples/seeds.yaml"
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, warns, err := config.Parse(data, path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if len(warns) > 0 {
+		t.Errorf("warnings: %v", warns)
+	}
+	if len(cfg.Services) != 2 || len(cfg.Peers) != 1 || cfg.HashSeed != 1234 {
+		t.Fatalf("expected 2 services, 1 peer, seed 1234; seen %+v", cfg)
+	}
+	w, r := cfg.Services[0], cfg.Services[1]
+	if w.Name != "writer" || w.Key.VIP.String() != "10.0.0.100" || w.Key.Port != 3306 || w.Persistence != 120*time.Second ||
+		w.Check.Type != config.CheckMySQL || !w.Check.MySQL.Writable || w.Check.MySQL.PasswordEnv != "XDPLB_MYSQL_PASSWORD" {
+		t.Errorf("writer: %+v", w)
+	}
+	if r.Name != "reader" || r.Key.Port != 3307 || r.Check.MySQL.MaxReplicationLag != 10*time.Second ||
+		r.Sorry == nil || r.Sorry.Addr.String() != "10.0.0.11" || len(r.RealServers) != 2 || !r.RealServers[0].Local {
+		t.Errorf("reader: %+v", r)
+	}
+}
