@@ -32,7 +32,16 @@ import (
 type Maps struct {
 	o  *loader.Objects
 	mu sync.Mutex
+	// retired records when each service's idle ring stopped being the active one, as seen by
+	// this process. Rewriting a ring in place is safe once no packet can still be reading it.
+	retired map[uint32]time.Time
 }
+
+// ringQuiet is how long a ring must have been idle before it is rewritten in place. A packet is
+// processed in microseconds; anything far longer proves no reader is left. Without a record (a
+// ring retired by another process) a new ring map is installed instead, for which the kernel
+// waits out an RCU grace period itself (milliseconds).
+var ringQuiet = time.Second
 
 // NewMaps wraps the objects of a loaded (loader.Load) or attached (loader.Open) program.
 func NewMaps(o *loader.Objects) *Maps {
@@ -650,21 +659,46 @@ func (m *Maps) writeRing(k ServiceKey, cur loader.Service, bes []backend) error 
 		if err != nil {
 			return fmt.Errorf("build Maglev ring of %s: %w", k, err)
 		}
-		ring, err := newRing(table)
-		if err != nil {
-			return fmt.Errorf("Maglev ring of %s: %w", k, err)
-		}
-		err = m.o.Maglev.Put(outer, ring)
-		ring.Close() // the outer map holds its own reference
-		if err != nil {
-			return fmt.Errorf("install Maglev ring of %s: %w", k, err)
+		if !m.rewriteIdleRing(cur.Id, outer, table) {
+			ring, err := newRing(table)
+			if err != nil {
+				return fmt.Errorf("Maglev ring of %s: %w", k, err)
+			}
+			err = m.o.Maglev.Put(outer, ring)
+			ring.Close() // the outer map holds its own reference
+			if err != nil {
+				return fmt.Errorf("install Maglev ring of %s: %w", k, err)
+			}
 		}
 	}
 	cur.ActiveSlot = slot
 	if err := m.o.Services.Update(k.mapKey(), cur, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("switch %s to its new ring: %w", k, err)
 	}
+	if m.retired == nil {
+		m.retired = map[uint32]time.Time{}
+	}
+	m.retired[cur.Id] = time.Now() // the slot just left is idle from now on
 	return nil
+}
+
+// rewriteIdleRing overwrites the ring already installed in the idle slot when it has been idle
+// long enough (see ringQuiet). It saves creating a map and the kernel's RCU wait on installing
+// it, which dominate an apply. false: the caller installs a new ring.
+func (m *Maps) rewriteIdleRing(svcID, outer uint32, table []uint32) bool {
+	since, ok := m.retired[svcID]
+	if !ok || time.Since(since) < ringQuiet {
+		return false
+	}
+	var ring *ebpf.Map
+	if err := m.o.Maglev.Lookup(outer, &ring); err != nil || ring == nil {
+		return false
+	}
+	defer ring.Close()
+	if info, err := ring.Info(); err != nil || info.MaxEntries != uint32(len(table)) {
+		return false
+	}
+	return fillRing(ring, table) == nil
 }
 
 // newRing creates a ring map holding table.
@@ -679,11 +713,20 @@ func newRing(table []uint32) (*ebpf.Map, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create ring map: %w", err)
 	}
+	if err := fillRing(ring, table); err != nil {
+		ring.Close()
+		return nil, fmt.Errorf("fill ring map: %w", err)
+	}
+	return ring, nil
+}
+
+// fillRing writes table into ring, in one batch where the kernel supports it.
+func fillRing(ring *ebpf.Map, table []uint32) error {
 	keys := make([]uint32, len(table))
 	for i := range keys {
 		keys[i] = uint32(i)
 	}
-	_, err = ring.BatchUpdate(keys, table, nil)
+	_, err := ring.BatchUpdate(keys, table, nil)
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		err = nil
 		for i, id := range table {
@@ -692,11 +735,7 @@ func newRing(table []uint32) (*ebpf.Map, error) {
 			}
 		}
 	}
-	if err != nil {
-		ring.Close()
-		return nil, fmt.Errorf("fill ring map: %w", err)
-	}
-	return ring, nil
+	return err
 }
 
 // service reads a services entry; the error wraps ErrNotFound when there is none.

@@ -796,3 +796,42 @@ func TestSetBackendsDeterministic(t *testing.T) {
 		maglev.Backend{ID: 2, Key: "10.0.0.11", Weight: 3},
 		maglev.Backend{ID: 5, Key: "10.0.0.12", Weight: 1})
 }
+
+// TestRingRewrittenInPlace: once the idle ring has been idle for ringQuiet, the next apply
+// rewrites that ring map instead of installing a new one, and packets then read the new table.
+func TestRingRewrittenInPlace(t *testing.T) {
+	o, m := load(t, testSizes)
+	old := ringQuiet
+	ringQuiet = 0
+	t.Cleanup(func() { ringQuiet = old })
+	must(t, m.AddService(ServiceSpec{Key: mysql}))
+
+	ringID := func(slot uint32) ebpf.MapID {
+		t.Helper()
+		var inner *ebpf.Map
+		must(t, o.Maglev.Lookup(uint32(0)*2+slot, &inner)) // mysql is service id 0
+		defer inner.Close()
+		info, err := inner.Info()
+		must(t, err)
+		id, _ := info.ID()
+		return id
+	}
+	steps := [][]BackendSpec{
+		{{Addr: be1, MAC: mac1}},                         // slot 1: new ring (none there yet)
+		{{Addr: be1, MAC: mac1}, {Addr: be2, MAC: mac2}}, // slot 0: new ring
+		{{Addr: be2, MAC: mac2}},                         // slot 1 again: rewritten in place
+	}
+	var ids []ebpf.MapID
+	for _, want := range steps {
+		_, err := m.SetBackends(mysql, want, nil)
+		must(t, err)
+		var svc loader.Service
+		must(t, o.Services.Lookup(mysql.mapKey(), &svc))
+		ids = append(ids, ringID(svc.ActiveSlot))
+	}
+	if ids[2] != ids[0] {
+		t.Errorf("third apply installed ring map %d; want slot 1's map %d rewritten in place", ids[2], ids[0])
+	}
+	// The rewritten ring holds exactly the new table (be2 has id 2).
+	wantRing(t, o, mysql, maglev.Backend{ID: 2, Key: "10.0.0.12", Weight: 1})
+}
