@@ -31,8 +31,9 @@ func (e *env) listCmd() *cli.Command {
 			"   \"peers\": [\"02:00:00:00:00:aa\", ...],\n" +
 			"   \"counters\": {\"packets\", \"tx\", \"pass_local\", ... every verdict counter of the data path}}\n" +
 			"Addresses and MACs are strings; counters and traffic are summed over CPUs.\n\n" +
-			"When the daemon answers on the status socket, the list shows a Health column (up or down, and\n" +
-			"the last check error) for every real server of its configuration.",
+			"When the daemon answers on the status socket, the list (also with --stats) shows a Health column\n" +
+			"(up or down, and the last check error) for every real server of its configuration, and --json\n" +
+			"adds \"daemon\": the status socket's reply (see docs/daemon.md).",
 		Flags: []cli.Flag{
 			ifaceFlag(),
 			statusSocketFlag(),
@@ -68,23 +69,21 @@ func (e *env) list(c *cli.Context) error {
 		}
 		states = append(states, st)
 	}
+	reply, hl := queryHealth(c.String("status-socket"))
 	if c.Bool("json") {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			Interfaces []control.State `json:"interfaces"`
-		}{states})
-	}
-	var hl healthList
-	if !c.Bool("stats") {
-		hl = queryHealth(c.String("status-socket"))
+			Interfaces []control.State     `json:"interfaces"`
+			Daemon     *daemon.StatusReply `json:"daemon,omitempty"`
+		}{states, reply})
 	}
 	for i, st := range states {
 		if i > 0 {
 			fmt.Fprintln(e.stdout)
 		}
 		if c.Bool("stats") {
-			writeStats(e.stdout, st)
+			writeStats(e.stdout, st, hl)
 		} else {
 			writeList(e.stdout, st, hl)
 		}
@@ -98,15 +97,16 @@ const statusTimeout = time.Second
 // healthList is the daemon's view of the real servers; nil when no daemon answers.
 type healthList map[control.ServiceKey]map[netip.Addr]daemon.BackendStatus
 
-func queryHealth(socket string) healthList {
+// queryHealth asks the daemon for its status; nil, nil when none answers.
+func queryHealth(socket string) (*daemon.StatusReply, healthList) {
 	if socket == "" {
-		return nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
 	r, err := daemon.QueryStatus(ctx, socket)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	hl := healthList{}
 	for _, s := range r.Services {
@@ -118,7 +118,7 @@ func queryHealth(socket string) healthList {
 		k.VIP = k.VIP.Unmap()
 		hl[k] = m
 	}
-	return hl
+	return &r, hl
 }
 
 // health is the Health column of a backend: up, down (last error), or - when the daemon does
@@ -238,17 +238,27 @@ func writePeers(w io.Writer, st control.State) {
 
 // writeStats prints what `ipvsadm -Ln --stats` prints (no outbound columns: in direct routing
 // replies bypass the director), then the peers and the verdict counters.
-func writeStats(w io.Writer, st control.State) {
+// writeStats prints what `ipvsadm -Ln --stats` prints, with a Health column when hl is not nil.
+func writeStats(w io.Writer, st control.State, hl healthList) {
 	writeHeader(w, st)
-	fmt.Fprintf(w, "%s%8s %8s %8s\n", col("Prot LocalAddress:Port", 33), "Conns", "InPkts", "InBytes")
+	head := fmt.Sprintf("%s%8s %8s %8s", col("Prot LocalAddress:Port", 33), "Conns", "InPkts", "InBytes")
+	if hl != nil {
+		head += "  Health"
+	}
+	fmt.Fprintln(w, head)
 	fmt.Fprintln(w, "  -> RemoteAddress")
-	row := func(name string, t control.Traffic) {
-		fmt.Fprintf(w, "%s%8s %8s %8s\n", col(name, 33), human(t.NewFlows), human(t.Packets), human(t.Bytes))
+	row := func(name string, t control.Traffic) string {
+		return fmt.Sprintf("%s%8s %8s %8s", col(name, 33), human(t.NewFlows), human(t.Packets), human(t.Bytes))
 	}
 	for _, s := range st.Services {
-		row(col(s.Key.Proto.String(), 5)+localAddr(s.Key), s.Traffic)
+		fmt.Fprintln(w, row(col(s.Key.Proto.String(), 5)+localAddr(s.Key), s.Traffic))
 		for _, b := range s.Backends {
-			row("  -> "+b.Addr.String(), b.Traffic)
+			line := row("  -> "+b.Addr.String(), b.Traffic)
+			if hl != nil {
+				h, why := hl.health(s.Key, b)
+				line = strings.TrimRight(line+"  "+h+" "+why, " ")
+			}
+			fmt.Fprintln(w, line)
 		}
 	}
 	writePeers(w, st)

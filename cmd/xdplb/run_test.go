@@ -195,6 +195,14 @@ services:
 	if !strings.Contains(out, "Health Flags") {
 		t.Errorf("list: no Health column:\n%s", out)
 	}
+	if r := cli("list", "--stats", "--status-socket", sock); !strings.Contains(r.stdout, "InBytes  Health") ||
+		!strings.Contains(r.stdout, "  up") {
+		t.Errorf("list --stats: want a Health column with the backend up next to the counters:\n%s", r.stdout)
+	}
+	if r := cli("list", "--json", "--status-socket", sock); !strings.Contains(r.stdout, `"daemon": {`) ||
+		!strings.Contains(r.stdout, `"up": true`) {
+		t.Errorf("list --json: want the daemon's status with the backend up:\n%s", r.stdout)
+	}
 
 	// reload with an invalid file: exit 1, the errors, the state kept.
 	os.WriteFile(cfg, []byte("interfaces: [x]\nservices: 3\n"), 0o600)
