@@ -4,7 +4,7 @@ BIN      := bin/xdplb
 VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 20s
-APT_PKGS := clang llvm bpftool ethtool iproute2 tcpdump nftables linux-libc-dev mariadb-server mariadb-client
+APT_PKGS := clang llvm bpftool ethtool iproute2 tcpdump nftables linux-libc-dev mariadb-server mariadb-client keepalived
 GENERATED := loader/xdplb_bpfel.go loader/xdplb_bpfel.o loader/xdplb_bpfeb.go loader/xdplb_bpfeb.o \
 	bench/baseline_bpfel.go bench/baseline_bpfel.o bench/baseline_bpfeb.go bench/baseline_bpfeb.o
 
