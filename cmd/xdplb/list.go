@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,7 +89,43 @@ func (e *env) list(c *cli.Context) error {
 			writeList(e.stdout, st, hl)
 		}
 	}
+	if reply != nil {
+		writeVRRP(e.stdout, reply.VRRP, ifaces)
+	}
 	return nil
+}
+
+// writeVRRP writes one line per VRRP instance of the daemon on one of ifaces, after a blank
+// line; nothing when there is none.
+func writeVRRP(w io.Writer, instances []daemon.VRRPStatus, ifaces []string) {
+	first := true
+	for _, v := range instances {
+		if !slices.Contains(ifaces, v.Interface) {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w)
+			first = false
+		}
+		master := "-"
+		if v.Master.IsValid() {
+			master = v.Master.String()
+		}
+		peers := "none"
+		if len(v.Peers) > 0 {
+			list := make([]string, len(v.Peers))
+			for i, p := range v.Peers {
+				list[i] = fmt.Sprintf("%s (%s)", p.Addr, p.MAC)
+			}
+			peers = strings.Join(list, ", ")
+		}
+		fmt.Fprintf(w, "VRRP %s on %s: %s priority %d, master %s, peers %s, %d transitions", v.Name, v.Interface, v.State,
+			v.Priority, master, peers, v.Transitions)
+		if v.SplitBrains > 0 {
+			fmt.Fprintf(w, ", %d split brains", v.SplitBrains)
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 // statusTimeout bounds the question to the daemon: list works without it.

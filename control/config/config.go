@@ -33,6 +33,7 @@ type Config struct {
 	Metrics    string             // listen address of the Prometheus endpoint
 	Peers      []net.HardwareAddr // static peer director MACs
 	Services   []Service
+	VRRP       []VRRPInstance // yaml "vrrp"; the virtual routers that hold the VIPs
 }
 
 // Service is a virtual service and its real servers.
@@ -226,6 +227,21 @@ func Load(path string) (*Config, []string, error) {
 	if err != nil {
 		return nil, warns, err
 	}
+	for i, v := range cfg.VRRP {
+		field := fmt.Sprintf("vrrp[%d]", i)
+		if v.InlineAuthPass() && st.Mode().Perm()&0o044 != 0 {
+			warns = append(warns, fmt.Sprintf("%s: %s.auth_pass: the file is readable by group or others (mode %04o); chmod 600 it or use auth_pass_file", path, field, st.Mode().Perm()))
+		}
+		if v.AuthPassFile != "" {
+			pst, err := os.Stat(v.AuthPassFile)
+			switch {
+			case err != nil:
+				warns = append(warns, fmt.Sprintf("%s: %s.auth_pass_file: %v", path, field, err))
+			case pst.Mode().Perm()&0o044 != 0:
+				warns = append(warns, fmt.Sprintf("%s: %s.auth_pass_file: %s is readable by group or others (mode %04o); chmod 600 it", path, field, v.AuthPassFile, pst.Mode().Perm()))
+			}
+		}
+	}
 	for i, s := range cfg.Services {
 		m := s.Check.MySQL
 		if m == nil {
@@ -269,4 +285,101 @@ func Errors(err error) []FieldError {
 		return ve.Errors
 	}
 	return nil
+}
+
+// VRRP instance defaults (keepalived's where it has one).
+const (
+	DefaultVRRPVersion    = 3
+	DefaultVRRPPriority   = 100
+	DefaultAdvertInterval = time.Second
+	DefaultGARPRepeat     = 5
+	DefaultGARPDelay      = 5 * time.Second
+)
+
+// VRRPInstance is one virtual router (keepalived's vrrp_instance) that holds VIPs on one of the
+// interfaces. The v2 password is kept unexported and redacted from every fmt verb; read it with
+// AuthPass.
+type VRRPInstance struct {
+	Name      string // unique in the file; keepalived's vrrp_instance NAME
+	Interface string // one of Config.Interfaces; keepalived interface
+	Version   int    // 2 or 3 (default 3); keepalived version / vrrp_version
+	VRID      uint8  // 1..255; keepalived virtual_router_id
+	Priority  uint8  // 1..255 (default 100); keepalived priority
+	// AdvertInterval: v2 whole seconds 1s..255s; v3 10ms..40.95s in 10 ms steps (default 1s);
+	// keepalived advert_int.
+	AdvertInterval time.Duration
+	Preempt        bool          // default true; false is keepalived's nopreempt
+	PreemptDelay   time.Duration // keepalived preempt_delay
+	AuthPassFile   string        // v2 only: the PASS password read from this file by AuthPass
+	// PseudoHeader: whether a v3 IPv4 checksum covers the pseudo-header (default true);
+	// yaml checksum_pseudo_header.
+	PseudoHeader bool
+	UnicastPeers []netip.Addr  // keepalived unicast_peer; empty = multicast
+	VIPs         []netip.Addr  // keepalived virtual_ipaddress: one family, IPv4 only in v2
+	Notify       []string      // argv run on every state change (keepalived notify), never via a shell
+	GARPRepeat   int           // gratuitous ARPs / NAs per VIP on becoming Master (default 5, 0 = none); garp_master_repeat
+	GARPDelay    time.Duration // second burst this long after (default 5s, 0 = none); garp_master_delay
+	PeerTimeout  time.Duration // a silent peer is forgotten after it (0 = 3 × Master_Down_Interval)
+
+	authPass    string
+	hasAuthPass bool
+}
+
+// MaxAuthPass is the length of a VRRPv2 simple-text password (the rest is cut by keepalived).
+const MaxAuthPass = 8
+
+// AuthPass returns the v2 PASS password: inline (auth_pass) or read now from AuthPassFile
+// (trailing newline dropped). No password gives "" (auth_type none).
+func (v *VRRPInstance) AuthPass() (string, error) {
+	switch {
+	case v == nil:
+		return "", nil
+	case v.hasAuthPass:
+		return v.authPass, nil
+	case v.AuthPassFile != "":
+		b, err := os.ReadFile(v.AuthPassFile)
+		if err != nil {
+			return "", fmt.Errorf("vrrp %s auth_pass_file: %w", v.Name, err)
+		}
+		pw := strings.TrimRight(string(b), "\r\n")
+		if len(pw) > MaxAuthPass {
+			return "", fmt.Errorf("vrrp %s auth_pass_file: the password is %d bytes, at most %d", v.Name, len(pw), MaxAuthPass)
+		}
+		return pw, nil
+	}
+	return "", nil
+}
+
+// HasAuth reports whether the instance uses PASS authentication (inline or from a file).
+func (v *VRRPInstance) HasAuth() bool { return v != nil && (v.hasAuthPass || v.AuthPassFile != "") }
+
+// InlineAuthPass reports whether the password is written in the config file itself.
+func (v *VRRPInstance) InlineAuthPass() bool { return v != nil && v.hasAuthPass }
+
+// String never shows the password.
+func (v VRRPInstance) String() string {
+	var pw string
+	switch {
+	case v.hasAuthPass:
+		pw = "auth_pass:<redacted>"
+	case v.AuthPassFile != "":
+		pw = "auth_pass_file:" + v.AuthPassFile
+	default:
+		pw = "auth:none"
+	}
+	return fmt.Sprintf("{name:%s interface:%s version:%d vrid:%d priority:%d advert_interval:%v preempt:%t preempt_delay:%v %s checksum_pseudo_header:%t unicast_peers:%v vips:%v notify:%q garp_repeat:%d garp_delay:%v peer_timeout:%v}",
+		v.Name, v.Interface, v.Version, v.VRID, v.Priority, v.AdvertInterval, v.Preempt, v.PreemptDelay, pw,
+		v.PseudoHeader, v.UnicastPeers, v.VIPs, v.Notify, v.GARPRepeat, v.GARPDelay, v.PeerTimeout)
+}
+
+// GoString never shows the password.
+func (v VRRPInstance) GoString() string { return "config.VRRPInstance" + v.String() }
+
+// Format makes every verb (%v, %+v, %#v, %s, %q) print the redacted form.
+func (v VRRPInstance) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, v.GoString())
+		return
+	}
+	_, _ = io.WriteString(f, v.String())
 }

@@ -65,6 +65,13 @@ func TestExampleParses(t *testing.T) {
 	if err := w.Spec().Validate(); err != nil {
 		t.Errorf("writer spec: %v", err)
 	}
+	if len(cfg.VRRP) != 1 {
+		t.Fatalf("vrrp: %d instances, want 1", len(cfg.VRRP))
+	}
+	if v := cfg.VRRP[0]; v.Name != "VI_1" || v.VRID != 51 || v.Priority != 100 || v.AdvertInterval != time.Second || v.Preempt ||
+		v.HasAuth() || len(v.VIPs) != 1 || v.VIPs[0] != vip {
+		t.Errorf("vrrp: %+v", v)
+	}
 }
 
 func TestValidDefaults(t *testing.T) {

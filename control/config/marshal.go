@@ -17,7 +17,8 @@ import (
 // ErrInlinePassword is wrapped by the error Marshal returns for a MySQL check whose password is
 // written inline in the config (mysql.password). Marshal never writes a secret unless asked to
 // with MarshalOptions.InlinePassword; password_file and password_env are written as they are.
-var ErrInlinePassword = errors.New("the mysql check password is inline: not written (use password_file or password_env, or MarshalOptions.InlinePassword)")
+// The same holds for an inline VRRPv2 password (vrrp auth_pass; use auth_pass_file).
+var ErrInlinePassword = errors.New("the password is inline: not written (use password_file, password_env or auth_pass_file, or MarshalOptions.InlinePassword)")
 
 // ErrNotRepresentable is wrapped by the error Marshal returns for a Config that the file
 // cannot express: one that Parse would never produce (a zero Check, a sorry server with a
@@ -26,7 +27,8 @@ var ErrNotRepresentable = errors.New("cannot be written as YAML that parses back
 
 // MarshalOptions tunes Marshal.
 type MarshalOptions struct {
-	// InlinePassword writes an inline mysql check password (mysql.password) into the output.
+	// InlinePassword writes an inline mysql check password (mysql.password) and an inline VRRP
+	// password (auth_pass) into the output.
 	// Off by default: the output may end up in logs, diffs or group-readable files.
 	InlinePassword bool
 }
@@ -82,6 +84,27 @@ type yamlConfig struct {
 	AllowRemoteMetrics bool          `yaml:"allow_remote_metrics,omitempty"`
 	Peers              []string      `yaml:"peers,omitempty"`
 	Services           []yamlService `yaml:"services,omitempty"`
+	VRRP               []yamlVRRP    `yaml:"vrrp,omitempty"`
+}
+
+type yamlVRRP struct {
+	Name           string   `yaml:"name"`
+	Interface      string   `yaml:"interface"`
+	Version        int      `yaml:"version,omitempty"`
+	VRID           uint8    `yaml:"vrid"`
+	Priority       uint8    `yaml:"priority,omitempty"`
+	AdvertInterval string   `yaml:"advert_interval,omitempty"`
+	Preempt        *bool    `yaml:"preempt,omitempty"`
+	PreemptDelay   string   `yaml:"preempt_delay,omitempty"`
+	AuthPass       *string  `yaml:"auth_pass,omitempty"`
+	AuthPassFile   string   `yaml:"auth_pass_file,omitempty"`
+	PseudoHeader   *bool    `yaml:"checksum_pseudo_header,omitempty"`
+	UnicastPeers   []string `yaml:"unicast_peers,flow,omitempty"`
+	VIPs           []string `yaml:"vips,flow"`
+	Notify         []string `yaml:"notify,flow,omitempty"`
+	GARPRepeat     *int     `yaml:"garp_repeat,omitempty"`
+	GARPDelay      string   `yaml:"garp_delay,omitempty"`
+	PeerTimeout    string   `yaml:"peer_timeout,omitempty"`
 }
 
 type yamlSizes struct {
@@ -170,6 +193,58 @@ func (o MarshalOptions) document(c *Config) (*yamlConfig, error) {
 			return nil, err
 		}
 		y.Services = append(y.Services, ys)
+	}
+	for i, v := range c.VRRP {
+		yv, err := o.vrrpDoc(v, fmt.Sprintf("vrrp[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		y.VRRP = append(y.VRRP, yv)
+	}
+	return y, nil
+}
+
+func (o MarshalOptions) vrrpDoc(v VRRPInstance, path string) (yamlVRRP, error) {
+	y := yamlVRRP{Name: v.Name, Interface: v.Interface, VRID: v.VRID, AuthPassFile: v.AuthPassFile, Notify: v.Notify}
+	if v.Version != DefaultVRRPVersion {
+		y.Version = v.Version
+	}
+	if v.Priority != DefaultVRRPPriority {
+		y.Priority = v.Priority
+	}
+	if v.AdvertInterval != DefaultAdvertInterval {
+		y.AdvertInterval = durationString(v.AdvertInterval)
+	}
+	if !v.Preempt {
+		y.Preempt = new(false)
+	}
+	if v.PreemptDelay != 0 {
+		y.PreemptDelay = durationString(v.PreemptDelay)
+	}
+	if v.hasAuthPass {
+		if !o.InlinePassword {
+			return y, fmt.Errorf("config: Marshal: %s.auth_pass: %w", path, ErrInlinePassword)
+		}
+		y.AuthPass = new(v.authPass)
+	}
+	if !v.PseudoHeader {
+		y.PseudoHeader = new(false)
+	}
+	for _, a := range v.UnicastPeers {
+		y.UnicastPeers = append(y.UnicastPeers, addrString(a))
+	}
+	for _, a := range v.VIPs {
+		y.VIPs = append(y.VIPs, addrString(a))
+	}
+	if v.GARPRepeat != DefaultGARPRepeat {
+		y.GARPRepeat = new(v.GARPRepeat)
+	}
+	if v.GARPDelay != DefaultGARPDelay {
+		// "0s" is not the empty string: a zero delay is written.
+		y.GARPDelay = durationString(v.GARPDelay)
+	}
+	if v.PeerTimeout != 0 {
+		y.PeerTimeout = durationString(v.PeerTimeout)
 	}
 	return y, nil
 }

@@ -174,6 +174,35 @@ services:
   - vip: 10.0.0.202
     port: 0
     real_servers: [{address: 10.0.0.51, port: 8080}]
+vrrp:
+  - name: VI_1
+    interface: ens33
+    version: 2
+    vrid: 51
+    priority: 254
+    advert_interval: 3
+    preempt: false
+    preempt_delay: 30s
+    auth_pass_file: /etc/xdplb/vrrp.pw
+    unicast_peers: [10.0.0.2, 10.0.0.3]
+    vips: [10.0.0.100, 10.0.0.101]
+    notify: [/usr/local/bin/notify, "a b", "yes", ""]
+    garp_repeat: 0
+    garp_delay: 0s
+    peer_timeout: 1500ms
+  - name: VI_6
+    interface: eth1
+    vrid: 51
+    advert_interval: 100ms
+    vips: ["fd00::100"]
+  - name: "123"
+    interface: ens33
+    version: 3
+    vrid: 52
+    priority: 100
+    preempt: true
+    checksum_pseudo_header: false
+    vips: ["::ffff:10.0.0.102"]
 `
 
 func TestMarshalEveryKey(t *testing.T) {
@@ -202,11 +231,25 @@ func TestMarshalEveryKey(t *testing.T) {
 		t.Errorf("none: %+v, port 0: %+v", none, p0)
 	}
 
+	v1, v6, v3 := c.VRRP[0], c.VRRP[1], c.VRRP[2]
+	if v1.Version != 2 || v1.VRID != 51 || v1.Priority != 254 || v1.AdvertInterval != 3*time.Second || v1.Preempt ||
+		v1.PreemptDelay != 30*time.Second || v1.AuthPassFile == "" || !v1.HasAuth() || len(v1.UnicastPeers) != 2 ||
+		len(v1.VIPs) != 2 || len(v1.Notify) != 4 || v1.GARPRepeat != 0 || v1.GARPDelay != 0 || v1.PeerTimeout != 1500*time.Millisecond {
+		t.Errorf("vrrp[0]: %+v", v1)
+	}
+	if v6.Version != 3 || v6.Priority != 100 || v6.AdvertInterval != 100*time.Millisecond || !v6.Preempt || !v6.PseudoHeader ||
+		v6.GARPRepeat != DefaultGARPRepeat || v6.GARPDelay != DefaultGARPDelay || !v6.VIPs[0].Is6() {
+		t.Errorf("vrrp[1]: %+v", v6)
+	}
+	if v3.Name != "123" || v3.PseudoHeader || v3.VIPs[0] != netip.MustParseAddr("10.0.0.102") {
+		t.Errorf("vrrp[2]: %+v", v3)
+	}
+
 	// Every key name the parser knows is written (Marshal uses the parser's names).
-	known := [][]string{topKeys, sizeKeys, serviceKeys, realServerKeys, sorryKeys, checkKeys, mysqlKeys, execKeys}
+	known := [][]string{topKeys, sizeKeys, serviceKeys, realServerKeys, sorryKeys, checkKeys, mysqlKeys, execKeys, vrrpKeys}
 	for _, keys := range known {
 		for _, k := range keys {
-			if k == "scheduler" || k == "password" {
+			if k == "scheduler" || k == "password" || k == "auth_pass" {
 				continue
 			}
 			if !hasKey(out, k) && !strings.Contains(string(out), k+": ") {
@@ -254,6 +297,19 @@ func TestMarshalInlinePassword(t *testing.T) {
 	// A password that YAML would read as another type is quoted, and an empty one kept.
 	for _, pw := range []string{`"123"`, `"true"`, `""`, `"a: b"`, `"#x"`} {
 		roundTrip(t, MarshalOptions{InlinePassword: true}, []byte(mysqlConfig("        password: "+pw)))
+	}
+	// The same for the VRRPv2 password.
+	vc, _, err := Parse([]byte(vrrpConfig("    version: 2\n    auth_pass: "+shortSecret)), "xdplb.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := Marshal(vc); !errors.Is(err, ErrInlinePassword) || out != nil || strings.Contains(err.Error(), shortSecret) ||
+		!strings.Contains(err.Error(), "vrrp[0].auth_pass") {
+		t.Errorf("Marshal with auth_pass = %q, %v; want nil, ErrInlinePassword naming vrrp[0].auth_pass", out, err)
+	}
+	vc2, out := roundTrip(t, MarshalOptions{InlinePassword: true}, []byte(vrrpConfig("    version: 2\n    auth_pass: "+shortSecret)))
+	if pw, err := vc2.VRRP[0].AuthPass(); err != nil || pw != shortSecret || !strings.Contains(string(out), "auth_pass: "+shortSecret) {
+		t.Errorf("AuthPass() = %q, %v\n%s", pw, err, out)
 	}
 	// password_file and password_env are not secrets: written as they are by default.
 	for _, extra := range []string{"        password_file: /etc/xdplb/pw", "        password_env: PW"} {

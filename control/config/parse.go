@@ -218,7 +218,7 @@ func (p *parser) mac(n *yaml.Node, path string) (net.HardwareAddr, bool) {
 	return m, true
 }
 
-var topKeys = []string{"interfaces", "maps", "hash_seed", "metrics", "allow_remote_metrics", "peers", "services"}
+var topKeys = []string{"interfaces", "maps", "hash_seed", "metrics", "allow_remote_metrics", "peers", "services", "vrrp"}
 
 func (p *parser) config(doc *yaml.Node) *Config {
 	cfg := &Config{Sizes: loader.DefaultSizes(), Metrics: DefaultMetrics}
@@ -298,6 +298,9 @@ func (p *parser) config(doc *yaml.Node) *Config {
 
 	if n := f.get("services"); n != nil {
 		p.services(n, cfg)
+	}
+	if n := f.get("vrrp"); n != nil {
+		p.vrrpInstances(n, cfg)
 	}
 	sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
 	return cfg

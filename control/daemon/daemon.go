@@ -79,18 +79,22 @@ type Daemon struct {
 
 	reloadCh chan chan error
 	macCh    chan macUpdate
-	done     chan struct{} // closed when Run returns
+	vrrpCh   chan *vrrpRunner // a VRRP instance's peer set changed
+	done     chan struct{}    // closed when Run returns
 	runOnce  sync.Once
 
 	// Owned by the loop goroutine.
 	rsState  map[health.Target]reconcile.RSState
 	inflight map[netip.Addr]bool // MAC resolutions under way
 	warned   map[netip.Addr]bool // MAC failures already logged
+	// Until then peer syncs only add (the instances are still hearing their peers).
+	peerGraceEnd time.Time
 
 	mu      sync.Mutex // guards what the status socket and metrics read
 	cfg     *config.Config
 	quorum  map[string]bool
 	reloads map[string]uint64 // by result: "ok", "error"
+	vrrp    []*vrrpRunner     // the VRRP instances, in config order
 }
 
 // Run starts a daemon with o and runs it until ctx ends.
@@ -122,6 +126,7 @@ func New(o Options) (_ *Daemon, err error) {
 		o: o, log: o.Logger, clock: o.Clock,
 		reloadCh: make(chan chan error),
 		macCh:    make(chan macUpdate, 64),
+		vrrpCh:   make(chan *vrrpRunner, 16),
 		done:     make(chan struct{}),
 		rsState:  map[health.Target]reconcile.RSState{},
 		inflight: map[netip.Addr]bool{},
@@ -171,6 +176,13 @@ func New(o Options) (_ *Daemon, err error) {
 	}
 	if err := d.addPeers(cfg); err != nil {
 		return nil, err
+	}
+	for _, v := range cfg.VRRP {
+		r, err := d.newRunner(v)
+		if err != nil {
+			return nil, err
+		}
+		d.vrrp = append(d.vrrp, r)
 	}
 	d.macs.setStatic(cfg)
 	d.adoptMACs()
@@ -223,6 +235,12 @@ func (d *Daemon) run(ctx context.Context) error {
 	d.setSpecs(specs)
 	d.resolveMissing(ctx)
 	d.update()
+	runners := d.runnersNow()
+	d.peerGraceEnd = time.Now().Add(peerGrace(runners))
+	for _, r := range runners {
+		d.startRunner(r)
+	}
+	d.syncPeers()
 	d.log.Info("daemon running", "config", d.o.ConfigPath, "status_socket", d.o.StatusSocket, "metrics", d.cfgNow().Metrics)
 
 	// Timers are one-shot (health.Clock): each is replaced when it fires.
@@ -240,11 +258,15 @@ func (d *Daemon) run(ctx context.Context) error {
 			if !d.macUpdate(u) {
 				continue
 			}
+		case <-d.vrrpCh:
+			d.syncPeers()
+			continue
 		case reply := <-d.reloadCh:
 			reply <- d.reload(ctx)
 			continue // reload updates itself when it applies
 		case <-resync.C():
 			resync = d.clock.NewTimer(resyncInterval)
+			d.syncPeers()
 		case <-retry.C():
 			retry = d.clock.NewTimer(macRetry)
 			d.resolveMissing(ctx)
@@ -324,17 +346,20 @@ func (d *Daemon) applyReload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := d.addPeers(cfg); err != nil {
+	applyVRRP, err := d.reloadVRRP(cfg)
+	if err != nil {
 		return err
 	}
 	d.mu.Lock()
 	d.cfg = cfg
 	d.mu.Unlock()
+	applyVRRP()
+	d.syncPeers()
 	d.macs.setStatic(cfg)
 	d.setSpecs(specs)
 	d.resolveMissing(ctx)
 	d.update()
-	d.log.Info("configuration reloaded", "config", d.o.ConfigPath, "services", len(cfg.Services))
+	d.log.Info("configuration reloaded", "config", d.o.ConfigPath, "services", len(cfg.Services), "vrrp_instances", len(cfg.VRRP))
 	return nil
 }
 
@@ -403,6 +428,12 @@ func (d *Daemon) update() {
 
 // closeAll stops everything New and Run started; with detach it also removes the data path.
 func (d *Daemon) closeAll(detach bool) {
+	// VRRP first, whatever happens to the data path: a Master hands over (priority 0) and
+	// removes its VIPs.
+	d.stopRunners(d.runnersNow())
+	d.mu.Lock()
+	d.vrrp = nil
+	d.mu.Unlock()
 	if d.mon != nil {
 		d.mon.Close()
 	}

@@ -34,4 +34,11 @@ func TestSeedsExample(t *testing.T) {
 		r.Sorry == nil || r.Sorry.Addr.String() != "10.0.0.11" || len(r.RealServers) != 2 || !r.RealServers[0].Local {
 		t.Errorf("reader: %+v", r)
 	}
+	if len(cfg.VRRP) != 1 {
+		t.Fatalf("vrrp: %d instances, want 1", len(cfg.VRRP))
+	}
+	if v := cfg.VRRP[0]; v.Name != "VI_1" || v.Interface != "eth0" || v.VRID != 51 || v.Priority != 100 || v.Preempt ||
+		v.AdvertInterval != time.Second || len(v.VIPs) != 1 || v.VIPs[0].String() != "10.0.0.100" {
+		t.Errorf("vrrp: %+v", v)
+	}
 }

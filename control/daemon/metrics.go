@@ -89,6 +89,11 @@ func (d *Daemon) writeMetrics(w io.Writer) {
 		quorum   = family{name: "xdplb_service_quorum_up", typ: "gauge", help: "1 when the service's healthy weight meets its quorum (else the sorry server serves)."}
 		reloads  = family{name: "xdplb_config_reloads_total", typ: "counter", help: "Configuration reloads by result (ok, error)."}
 		scrapeOK = family{name: "xdplb_maps_read_errors", typ: "gauge", help: "Interfaces whose maps could not be read for this scrape."}
+		vState   = family{name: "xdplb_vrrp_state", typ: "gauge", help: "1 for the VRRP instance's current state (init, backup, master, fault), 0 for the others."}
+		vTrans   = family{name: "xdplb_vrrp_transitions_total", typ: "counter", help: "VRRP state changes of the instance."}
+		vSplit   = family{name: "xdplb_vrrp_split_brain_total", typ: "counter", help: "Adverts from another Master with a lower priority while Master (re-asserted)."}
+		vReject  = family{name: "xdplb_vrrp_rejected_total", typ: "counter", help: "VRRP packets rejected, by reason."}
+		vPeers   = family{name: "xdplb_vrrp_peers", typ: "gauge", help: "Other routers currently heard on the instance's VRID."}
 	)
 
 	readErrs := 0
@@ -142,11 +147,25 @@ func (d *Daemon) writeMetrics(w io.Writer) {
 			failures.add(u64(st.Failures), "service", n, "backend", a)
 		}
 	}
+	for _, r := range d.runnersNow() {
+		st := r.in.Status()
+		n := r.cfg.Name
+		for _, s := range vrrpStates {
+			vState.add(boolValue(st.State == s), "instance", n, "state", s.String())
+		}
+		vTrans.add(u64(st.Transitions), "instance", n)
+		vSplit.add(u64(st.SplitBrains), "instance", n)
+		for reason, c := range st.Rejected {
+			vReject.add(u64(c), "instance", n, "reason", reason)
+		}
+		vPeers.add(strconv.Itoa(len(st.Peers)), "instance", n)
+	}
 	reloads.add(u64(okReloads), "result", "ok")
 	reloads.add(u64(badReloads), "result", "error")
 
 	for _, f := range []*family{&pkts, &svcPkts, &svcBytes, &svcFlows, &bePkts, &beBytes, &beFlows,
-		&up, &ring, &latency, &checks, &failures, &quorum, &reloads, &scrapeOK} {
+		&up, &ring, &latency, &checks, &failures, &quorum, &reloads, &scrapeOK,
+		&vState, &vTrans, &vSplit, &vReject, &vPeers} {
 		f.write(w)
 	}
 }

@@ -30,6 +30,7 @@ type Request struct {
 // StatusReply answers {"cmd":"status"}.
 type StatusReply struct {
 	Services []ServiceStatus `json:"services"`
+	VRRP     []VRRPStatus    `json:"vrrp"`
 	Config   string          `json:"config"`
 	Started  time.Time       `json:"started"`
 }
@@ -170,7 +171,7 @@ func (d *Daemon) Status() StatusReply {
 			}
 		}
 	}
-	r := StatusReply{Config: d.o.ConfigPath, Started: d.started, Services: []ServiceStatus{}}
+	r := StatusReply{Config: d.o.ConfigPath, Started: d.started, Services: []ServiceStatus{}, VRRP: d.vrrpStatuses()}
 	for _, svc := range cfg.Services {
 		ss := ServiceStatus{
 			Name: reconcile.ServiceName(svc), VIP: svc.Key.VIP, Port: svc.Key.Port, Proto: svc.Key.Proto,

@@ -1,0 +1,204 @@
+//go:build linux
+
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdplb/xdplb/vrrp"
+)
+
+// vrrpConfig writes a configuration with one VRRP instance on the director's interface.
+func (tp *topo) vrrpConfig(t *testing.T, priority int) string {
+	t.Helper()
+	p := filepath.Join(tp.dir, "xdplb.yaml")
+	y := fmt.Sprintf(`interfaces: [%s]
+maps: {services: 8, backends: 64, peers: 4, conntrack: 1024, persist: 1024, ring_size: 251}
+metrics: %s
+peers: [02:00:00:00:00:aa]
+services:
+  - {name: writer, vip: %s, port: 3306, check: {type: none}, real_servers: [{address: %s}]}
+vrrp:
+  - name: VI_1
+    interface: %s
+    vrid: 51
+    priority: %d
+    advert_interval: 100ms
+    vips: [%s]
+    garp_delay: 0s
+    peer_timeout: 1s
+`, tp.iface, tp.metrics, tp.vip, tp.rsAddr, tp.iface, priority, tp.vip)
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !ok() {
+		if time.Since(start) > limit {
+			t.Fatalf("%s: not within %v", what, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func hasAddr(t *testing.T, iface string, a netip.Addr) bool {
+	l, err := netlink.LinkByName(iface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range addrs {
+		if y, ok := netip.AddrFromSlice(x.IP); ok && y.Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
+
+func metricsBody(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestDaemonVRRP: the daemon's instance meets a higher-priority router (a vrrp.Instance run in
+// the other namespace), learns its MAC into the peers map, takes over when it stops, and
+// forgets the MAC after peer_timeout.
+func TestDaemonVRRP(t *testing.T) {
+	tp := newTopo(t)
+	var otherMAC net.HardwareAddr
+	var other *vrrp.Instance
+	err := tp.rs.Do(func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		otherMAC = l.Attrs().HardwareAddr
+		other, err = vrrp.NewInstance(vrrp.InstanceConfig{
+			Name: "other", Iface: "eth0", VRID: 51, Priority: 200, Interval: 100 * time.Millisecond, Preempt: true,
+			VIPs: []netip.Addr{tp.vip}, GARPDelay: -1, PeerTimeout: time.Second,
+		}, tp.log.With("node", "other"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("other instance: %v", err)
+	}
+	octx, ocancel := context.WithCancel(context.Background())
+	odone := make(chan error, 1)
+	go func() { odone <- other.Run(octx) }()
+	t.Cleanup(func() { ocancel(); <-odone })
+	waitFor(t, "other instance Master", 3*time.Second, func() bool { return other.Status().State == vrrp.Master })
+
+	o := tp.options(tp.vrrpConfig(t, 100))
+	_, stop := start(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	inPeers := func(mac net.HardwareAddr) bool {
+		for _, p := range tp.snapshot(t).Peers {
+			if bytes.Equal(p, mac) {
+				return true
+			}
+		}
+		return false
+	}
+	static, _ := net.ParseMAC("02:00:00:00:00:aa")
+
+	// Backup, the other router a peer, its MAC in the data path's peers.
+	var sr StatusReply
+	took := waitFor(t, "Backup with the other router as peer", 3*time.Second, func() bool {
+		sr, err = QueryStatus(ctx, o.StatusSocket)
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		return len(sr.VRRP) == 1 && sr.VRRP[0].State == "BACKUP" && len(sr.VRRP[0].Peers) == 1 && inPeers(otherMAC)
+	})
+	t.Logf("backup, peer learned after %v", took)
+	v := sr.VRRP[0]
+	if v.Name != "VI_1" || v.Priority != 100 || v.VRID != 51 || v.Master != tp.rsAddr || v.Peers[0].Addr != tp.rsAddr ||
+		v.Peers[0].MAC != otherMAC.String() || v.Peers[0].Priority != 200 || v.Peers[0].LastSeen.IsZero() {
+		t.Errorf("status: %+v", v)
+	}
+	if !inPeers(static) {
+		t.Errorf("static peer missing: %v", tp.snapshot(t).Peers)
+	}
+	if hasAddr(t, tp.iface, tp.vip) {
+		t.Errorf("Backup holds the VIP")
+	}
+	m := metricsBody(t, tp.metrics)
+	for _, want := range []string{
+		`xdplb_vrrp_state{instance="VI_1",state="backup"} 1`,
+		`xdplb_vrrp_state{instance="VI_1",state="master"} 0`,
+		`xdplb_vrrp_peers{instance="VI_1"} 1`,
+		`xdplb_vrrp_transitions_total{instance="VI_1"} 1`,
+		`xdplb_vrrp_split_brain_total{instance="VI_1"} 0`,
+		"# TYPE xdplb_vrrp_rejected_total counter",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s:\n%s", want, grep(m, "vrrp"))
+		}
+	}
+
+	// The other router stops (priority 0): this one takes over and holds the VIP.
+	ocancel()
+	if err := <-odone; err != nil {
+		t.Errorf("other Run: %v", err)
+	}
+	odone <- nil // for the cleanup
+	took = waitFor(t, "Master after the other's handover", 2*time.Second, func() bool {
+		sr, _ = QueryStatus(ctx, o.StatusSocket)
+		return len(sr.VRRP) == 1 && sr.VRRP[0].State == "MASTER" && hasAddr(t, tp.iface, tp.vip)
+	})
+	t.Logf("master with the VIP %v after the handover", took)
+	if !inPeers(otherMAC) {
+		t.Errorf("the peer's MAC left before peer_timeout")
+	}
+	if m := metricsBody(t, tp.metrics); !strings.Contains(m, `xdplb_vrrp_state{instance="VI_1",state="master"} 1`) {
+		t.Errorf("metrics: not master:\n%s", grep(m, "vrrp_state"))
+	}
+
+	// peer_timeout (1s) of silence: the learned MAC leaves the peers map, the static one stays.
+	took = waitFor(t, "learned MAC removed", 3*time.Second, func() bool { return !inPeers(otherMAC) })
+	t.Logf("learned MAC removed %v after the takeover", took)
+	if !inPeers(static) {
+		t.Errorf("static peer removed: %v", tp.snapshot(t).Peers)
+	}
+	sr, _ = QueryStatus(ctx, o.StatusSocket)
+	if len(sr.VRRP[0].Peers) != 0 {
+		t.Errorf("status peers after timeout: %+v", sr.VRRP[0].Peers)
+	}
+
+	// Stop: the Master hands over and removes its VIP.
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if hasAddr(t, tp.iface, tp.vip) {
+		t.Errorf("VIP left on %s after stop", tp.iface)
+	}
+}
