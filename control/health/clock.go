@@ -20,6 +20,9 @@ type Timer interface {
 	C() <-chan time.Time
 	// Stop prevents the timer from firing; it reports whether it was still pending.
 	Stop() bool
+	// Reset rearms the timer to fire after d, discarding a time it sent and nobody received
+	// (time.Timer's semantics since Go 1.23); it reports whether the timer was still pending.
+	Reset(d time.Duration) bool
 }
 
 // RealClock is the system clock.
@@ -33,8 +36,9 @@ func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTime
 
 type realTimer struct{ t *time.Timer }
 
-func (t realTimer) C() <-chan time.Time { return t.t.C }
-func (t realTimer) Stop() bool          { return t.t.Stop() }
+func (t realTimer) C() <-chan time.Time        { return t.t.C }
+func (t realTimer) Stop() bool                 { return t.t.Stop() }
+func (t realTimer) Reset(d time.Duration) bool { return t.t.Reset(d) }
 
 // FakeClock is a Clock whose time moves only by Advance. Timers fire in deadline order (then
 // creation order), each sending its own deadline, so what a receiver computes from the value it
@@ -70,16 +74,22 @@ func (c *FakeClock) Now() time.Time {
 func (c *FakeClock) NewTimer(d time.Duration) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
+	c.arm(t, d)
+	return t
+}
+
+// arm schedules t to fire after d, as a timer made now. c.mu is held and t is not pending.
+func (c *FakeClock) arm(t *fakeTimer, d time.Duration) {
 	c.seq++
-	t := &fakeTimer{c: c, ch: make(chan time.Time, 1), deadline: c.now.Add(d), seq: c.seq}
+	t.deadline, t.seq = c.now.Add(d), c.seq
 	if d <= 0 {
 		t.ch <- t.deadline
-		return t
+		return
 	}
 	c.pending = append(c.pending, t)
 	close(c.changed)
 	c.changed = make(chan struct{})
-	return t
 }
 
 func (t *fakeTimer) C() <-chan time.Time { return t.ch }
@@ -88,12 +98,33 @@ func (t *fakeTimer) Stop() bool {
 	c := t.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return t.stop()
+}
+
+// stop removes t from the pending timers. c.mu is held.
+func (t *fakeTimer) stop() bool {
+	c := t.c
 	i := slices.Index(c.pending, t)
 	if i < 0 {
 		return false
 	}
 	c.pending = slices.Delete(c.pending, i, i+1)
 	return true
+}
+
+// Reset rearms t to fire after d, as a timer made now would (same ordering), dropping a time it
+// sent that nobody received.
+func (t *fakeTimer) Reset(d time.Duration) bool {
+	c := t.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	was := t.stop()
+	select {
+	case <-t.ch:
+	default:
+	}
+	c.arm(t, d)
+	return was
 }
 
 // Advance moves the time forward by d and fires every timer whose deadline is reached, in

@@ -52,12 +52,16 @@ func WithEventBuffer(n int) Option { return func(m *Monitor) { m.bufSize = max(n
 // Monitor probes real servers, one goroutine each, and reports their state changes.
 //
 // Each target is probed every Interval, starting at a random offset in [0, Interval) so that
-// checks do not fire in lockstep; each probe gets a context with Timeout as deadline. Results
-// go through a Tracker; a change of state (or of the dynamic weight while up) becomes an Event.
+// checks do not fire in lockstep; each probe gets a context with Timeout as deadline. The offsets
+// are drawn on a grid of Interval/100 (at most 10 ms) common to all targets, so that targets
+// sharing a slot wake the process once between them: at a thousand checks a second the
+// wake-ups, not the probes, would otherwise be most of the CPU. Later probes keep to the grid.
+// Results go through a Tracker; a change of state (or of the dynamic weight while up) becomes an Event.
 // No event is sent for a target's initial state.
 type Monitor struct {
 	log     *slog.Logger
 	clock   Clock
+	epoch   time.Time // origin of the schedule grid
 	rand    *rand.Rand
 	bufSize int
 
@@ -84,7 +88,7 @@ type queued struct {
 // runner is one target's goroutine and state. Fields below mu are guarded by Monitor.mu.
 type runner struct {
 	spec    Spec
-	offset  time.Duration
+	first   time.Time // deadline of the first probe
 	cancel  context.CancelFunc
 	done    chan struct{}
 	tracker *Tracker
@@ -113,6 +117,7 @@ func NewMonitor(log *slog.Logger, clock Clock, opts ...Option) *Monitor {
 	for _, o := range opts {
 		o(m)
 	}
+	m.epoch = m.clock.Now()
 	if m.rand == nil {
 		m.rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
@@ -200,7 +205,7 @@ func (m *Monitor) start(s Spec, old *runner) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runner{
 		spec:    s,
-		offset:  time.Duration(m.rand.Int64N(int64(s.Interval))),
+		first:   m.firstProbe(s.Interval),
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		tracker: NewTracker(s.Rise, s.Fall, s.InitialUp),
@@ -230,12 +235,13 @@ func (m *Monitor) run(ctx context.Context, r *runner, prev <-chan struct{}) {
 		<-prev
 	}
 	s := r.spec
-	timer := m.clock.NewTimer(r.offset)
+	next := r.first
+	timer := m.clock.NewTimer(max(next.Sub(m.clock.Now()), 0))
+	defer timer.Stop()
 	for {
 		var at time.Time
 		select {
 		case <-ctx.Done():
-			timer.Stop()
 			return
 		case at = <-timer.C():
 		}
@@ -250,9 +256,34 @@ func (m *Monitor) run(ctx context.Context, r *runner, prev <-chan struct{}) {
 			return // stopped during the probe: the result says nothing of the server
 		}
 		m.record(r, at, res)
-		d := at.Add(s.Interval).Sub(m.clock.Now())
-		timer = m.clock.NewTimer(max(d, 0))
+		// The next deadline follows from the previous one, not from when the timer was seen to
+		// fire, so that the target stays on its grid slot. If the process stalled for whole
+		// intervals, the missed probes are skipped, not run back to back.
+		next = next.Add(s.Interval)
+		now := m.clock.Now()
+		if behind := now.Sub(next); behind >= s.Interval {
+			next = next.Add(behind / s.Interval * s.Interval)
+		}
+		timer.Reset(max(next.Sub(now), 0))
 	}
+}
+
+// maxGrain bounds the grid of the probe schedule (see Monitor).
+const maxGrain = 10 * time.Millisecond
+
+// firstProbe draws the deadline of a new target's first probe: a random point of the grid in
+// (now, now+interval). m.mu is held (m.rand).
+func (m *Monitor) firstProbe(interval time.Duration) time.Time {
+	grain := max(min(interval/100, maxGrain), 1)
+	now := m.clock.Now()
+	slots := int64(interval / grain)
+	if slots < 2 {
+		return now.Add(time.Duration(m.rand.Int64N(int64(interval))))
+	}
+	since := now.Sub(m.epoch)
+	start := m.epoch.Add((since + grain - 1) / grain * grain) // the first grid point >= now
+	// start-now < grain: slots 1 to slots-1 after start are in (now, now+interval).
+	return start.Add(time.Duration(1+m.rand.Int64N(slots-1)) * grain)
 }
 
 // record updates r with one result and queues an event if its state changed.
