@@ -367,12 +367,13 @@ func (in *Instance) Status() InstanceStatus {
 func (in *Instance) Stop() { in.stopOnce.Do(func() { close(in.stopc) }) }
 
 // SetTracking reports the aggregated state of tracked checks: down puts the instance in Fault.
-// It does not block (the event is dropped if 16 are already queued).
+// It may be called before Run: the instance then starts in Fault. It does not block (the event is dropped if 16 are already queued).
 func (in *Instance) SetTracking(up bool) {
 	in.event(map[bool]Event{true: TrackUp{}, false: TrackDown{}}[up])
 }
 
-// SetInterface reports the state of the interface: down puts the instance in Fault.
+// SetInterface reports the state of the interface: down puts the instance in Fault. Like
+// SetTracking, it may be called before Run and does not block.
 func (in *Instance) SetInterface(up bool) {
 	in.event(map[bool]Event{true: IfaceUp{}, false: IfaceDown{}}[up])
 }
@@ -442,6 +443,21 @@ func (in *Instance) Run(ctx context.Context) error {
 	in.log.Info("VRRP instance starting", "iface", in.cfg.Iface, "src", in.cfg.SourceAddr,
 		"priority", in.m.Config().Priority, "version", in.m.Config().Version, "vips", in.cfg.VIPs,
 		"dests", in.dests)
+	// Interface and tracking states reported before Run apply to the Startup: an instance with a
+	// fault pending starts in Fault, not in Backup for an instant.
+	for pending := true; pending; {
+		select {
+		case ev := <-in.events:
+			in.handle(in.clock.Now(), ev)
+		default:
+			pending = false
+		}
+	}
+	// VIPs left on the interface by a killed run are ours to clear: a node starts without them
+	// and adds them only on becoming Master (keepalived: "removing VIPs" at start).
+	if err := in.vips.Remove(); err != nil {
+		in.log.Warn("removing leftover VIPs at start", "err", err)
+	}
 	in.handle(in.clock.Now(), Startup{})
 	for {
 		in.rearm(timer)

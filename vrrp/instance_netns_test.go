@@ -291,46 +291,51 @@ func TestNetnsObserverNeighbourFollowsGARP(t *testing.T) {
 	})
 }
 
-// TestNetlinkVIPsLeavesForeignAddresses: Add/Remove are idempotent and never remove an address
-// that was on the interface before.
-func TestNetlinkVIPsLeavesForeignAddresses(t *testing.T) {
+// TestNetlinkVIPs: Add/Remove are idempotent; a configured VIP left on the interface by an
+// earlier run is adopted and removed; an address that appears later and was not added by us is
+// never removed.
+func TestNetlinkVIPs(t *testing.T) {
 	lan := netns.NewLAN(t)
 	n := lan.AddNode("n", "10.79.0.1/24")
 	mine := netip.MustParseAddr("10.79.0.100")
-	foreign := netip.MustParseAddr("10.79.0.101")
-	if err := n.AddAddr(netns.NodeLink, netip.PrefixFrom(foreign, 32)); err != nil {
+	leftover := netip.MustParseAddr("10.79.0.101")
+	foreign := netip.MustParseAddr("10.79.0.102")
+	if err := n.AddAddr(netns.NodeLink, netip.PrefixFrom(leftover, 32)); err != nil {
 		t.Fatal(err)
 	}
 	var m *NetlinkVIPs
 	if err := n.Do(func() error {
 		var err error
-		m, err = NewNetlinkVIPs(ioTestLogger(t), netns.NodeLink, []netip.Addr{mine, foreign}, 0)
+		m, err = NewNetlinkVIPs(ioTestLogger(t), netns.NodeLink, []netip.Addr{mine, leftover, foreign}, 0)
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	if err := n.AddAddr(netns.NodeLink, netip.PrefixFrom(foreign, 32)); err != nil { // by someone else
+		t.Fatal(err)
+	}
 	for range 2 {
 		if err := m.Add(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if !ioHasAddr(t, n, mine) || !ioHasAddr(t, n, foreign) {
+	if !ioHasAddr(t, n, mine) || !ioHasAddr(t, n, leftover) || !ioHasAddr(t, n, foreign) {
 		t.Fatal("after Add: a VIP is missing")
 	}
-	if got := m.Added(); !slices.Equal(got, []netip.Addr{mine}) {
-		t.Errorf("Added() = %v, want [%s]", got, mine)
+	if got := m.Added(); !slices.Equal(got, []netip.Addr{mine, leftover}) {
+		t.Errorf("Added() = %v, want [%s %s]", got, mine, leftover)
 	}
 	for range 2 {
 		if err := m.Remove(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if ioHasAddr(t, n, mine) {
-		t.Error("our VIP is still there after Remove")
+	if ioHasAddr(t, n, mine) || ioHasAddr(t, n, leftover) {
+		t.Error("our VIP (or the adopted leftover) is still there after Remove")
 	}
 	if !ioHasAddr(t, n, foreign) {
-		t.Error("Remove took off an address we did not add")
+		t.Error("Remove took off an address someone else added")
 	}
 	// Someone else removes ours between Add and Remove: no error.
 	if err := m.Add(); err != nil {

@@ -410,3 +410,63 @@ func TestPeerTable(t *testing.T) {
 		t.Errorf("after expiry: %+v", pt.list())
 	}
 }
+
+// TestInstanceFaultBeforeRun: an interface reported down before Run makes the instance start
+// in Fault (one transition, never Backup), and it starts as usual when the interface is up.
+func TestInstanceFaultBeforeRun(t *testing.T) {
+	clock := newIOFakeClock()
+	in, err := NewInstance(InstanceConfig{
+		Name: "vi1", Iface: "eth0", VRID: 7, Preempt: true, VIPs: []netip.Addr{ioVIP}, SourceAddr: ioLocal,
+	}, nil, WithClock(clock), WithPacketConn(newIOFakeConn()), WithVIPManager(&ioFakeVIPs{}), WithAnnouncer(&ioFakeAnnouncer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.SetInterface(false)
+	in.SetTracking(true) // no fault: changes nothing
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- in.Run(ctx) }()
+	defer func() { cancel(); <-errc }()
+	wait := func(s State) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for in.Status().State != s {
+			if time.Now().After(deadline) {
+				t.Fatalf("state %v, want %v", in.Status().State, s)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	wait(Fault)
+	if n := in.Status().Transitions; n != 1 {
+		t.Errorf("%d transitions to Fault, want 1 (Init → Fault)", n)
+	}
+	in.SetInterface(true)
+	wait(Backup)
+	if n := in.Status().Transitions; n != 2 {
+		t.Errorf("%d transitions, want 2", n)
+	}
+}
+
+// TestInstanceClearsLeftoverVIPs: VIPs still on the interface when Run starts (a killed run left
+// them) are removed as the instance starts as Backup, so it never answers for them beside the
+// real Master.
+func TestInstanceClearsLeftoverVIPs(t *testing.T) {
+	clock, conn := newIOFakeClock(), newIOFakeConn()
+	vips := &ioFakeVIPs{on: true}
+	cfg := InstanceConfig{Name: "vi1", Iface: "eth0", Version: V3, VRID: 7, Priority: 100,
+		Interval: time.Second, Preempt: true, VIPs: []netip.Addr{ioVIP}, SourceAddr: ioLocal}
+	in, err := NewInstance(cfg, nil, WithClock(clock), WithPacketConn(conn), WithVIPManager(vips),
+		WithAnnouncer(&ioFakeAnnouncer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	ioEventually(t, "Backup", func() bool { return in.Status().State == Backup })
+	if vips.On() {
+		t.Error("leftover VIPs still on after starting as Backup")
+	}
+}

@@ -23,9 +23,11 @@ type VIPManager interface {
 }
 
 // NetlinkVIPs is the [VIPManager] of one interface, through a netlink handle opened in the
-// network namespace current when it is made. It records the addresses it added: an address that
-// is already on the interface and that it did not add (a VIP configured by hand, or left over by
-// another program) is logged and left alone, both when adding and when removing.
+// network namespace current when it is made. It records the addresses it added and removes only
+// those. A configured VIP already on the interface when it is made belongs to this virtual
+// router (typically left by a daemon that was killed): it is adopted, so the instance removes it
+// unless it becomes Master, as keepalived does ("removing VIPs" at start). Otherwise a restarted
+// Backup would keep answering ARP for the VIP beside the real Master.
 type NetlinkVIPs struct {
 	log    *slog.Logger
 	h      *netlink.Handle
@@ -64,8 +66,8 @@ func NewNetlinkVIPs(log *slog.Logger, iface string, vips []netip.Addr, prefixLen
 	}
 	for _, p := range m.vips {
 		if present[p.Addr()] {
-			m.warned[p.Addr()] = true
-			log.Warn("VIP already on the interface and not added by us: leaving it alone (never removed)",
+			m.added[p.Addr()] = true
+			log.Info("VIP already on the interface (left by an earlier run?): adopted, removed unless Master",
 				"vip", p.Addr(), "iface", iface)
 		}
 	}

@@ -320,6 +320,9 @@ type VRRPInstance struct {
 	GARPRepeat   int           // gratuitous ARPs / NAs per VIP on becoming Master (default 5, 0 = none); garp_master_repeat
 	GARPDelay    time.Duration // second burst this long after (default 5s, 0 = none); garp_master_delay
 	PeerTimeout  time.Duration // a silent peer is forgotten after it (0 = 3 × Master_Down_Interval)
+	// TrackServices are names of services of the same file: while any of them has lost its
+	// quorum the instance is in Fault (keepalived track_script, without weights).
+	TrackServices []string
 
 	authPass    string
 	hasAuthPass bool
@@ -367,9 +370,9 @@ func (v VRRPInstance) String() string {
 	default:
 		pw = "auth:none"
 	}
-	return fmt.Sprintf("{name:%s interface:%s version:%d vrid:%d priority:%d advert_interval:%v preempt:%t preempt_delay:%v %s checksum_pseudo_header:%t unicast_peers:%v vips:%v notify:%q garp_repeat:%d garp_delay:%v peer_timeout:%v}",
+	return fmt.Sprintf("{name:%s interface:%s version:%d vrid:%d priority:%d advert_interval:%v preempt:%t preempt_delay:%v %s checksum_pseudo_header:%t unicast_peers:%v vips:%v notify:%q garp_repeat:%d garp_delay:%v peer_timeout:%v track_services:%v}",
 		v.Name, v.Interface, v.Version, v.VRID, v.Priority, v.AdvertInterval, v.Preempt, v.PreemptDelay, pw,
-		v.PseudoHeader, v.UnicastPeers, v.VIPs, v.Notify, v.GARPRepeat, v.GARPDelay, v.PeerTimeout)
+		v.PseudoHeader, v.UnicastPeers, v.VIPs, v.Notify, v.GARPRepeat, v.GARPDelay, v.PeerTimeout, v.TrackServices)
 }
 
 // GoString never shows the password.

@@ -105,6 +105,7 @@ type yamlVRRP struct {
 	GARPRepeat     *int     `yaml:"garp_repeat,omitempty"`
 	GARPDelay      string   `yaml:"garp_delay,omitempty"`
 	PeerTimeout    string   `yaml:"peer_timeout,omitempty"`
+	TrackServices  []string `yaml:"track_services,flow,omitempty"`
 }
 
 type yamlSizes struct {
@@ -205,7 +206,8 @@ func (o MarshalOptions) document(c *Config) (*yamlConfig, error) {
 }
 
 func (o MarshalOptions) vrrpDoc(v VRRPInstance, path string) (yamlVRRP, error) {
-	y := yamlVRRP{Name: v.Name, Interface: v.Interface, VRID: v.VRID, AuthPassFile: v.AuthPassFile, Notify: v.Notify}
+	y := yamlVRRP{Name: v.Name, Interface: v.Interface, VRID: v.VRID, AuthPassFile: v.AuthPassFile, Notify: v.Notify,
+		TrackServices: v.TrackServices}
 	if v.Version != DefaultVRRPVersion {
 		y.Version = v.Version
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -190,6 +191,7 @@ vrrp:
     garp_repeat: 0
     garp_delay: 0s
     peer_timeout: 1500ms
+    track_services: [writer, "0x10"]
   - name: VI_6
     interface: eth1
     vrid: 51
@@ -234,11 +236,12 @@ func TestMarshalEveryKey(t *testing.T) {
 	v1, v6, v3 := c.VRRP[0], c.VRRP[1], c.VRRP[2]
 	if v1.Version != 2 || v1.VRID != 51 || v1.Priority != 254 || v1.AdvertInterval != 3*time.Second || v1.Preempt ||
 		v1.PreemptDelay != 30*time.Second || v1.AuthPassFile == "" || !v1.HasAuth() || len(v1.UnicastPeers) != 2 ||
-		len(v1.VIPs) != 2 || len(v1.Notify) != 4 || v1.GARPRepeat != 0 || v1.GARPDelay != 0 || v1.PeerTimeout != 1500*time.Millisecond {
+		len(v1.VIPs) != 2 || len(v1.Notify) != 4 || v1.GARPRepeat != 0 || v1.GARPDelay != 0 || v1.PeerTimeout != 1500*time.Millisecond ||
+		!slices.Equal(v1.TrackServices, []string{"writer", "0x10"}) {
 		t.Errorf("vrrp[0]: %+v", v1)
 	}
 	if v6.Version != 3 || v6.Priority != 100 || v6.AdvertInterval != 100*time.Millisecond || !v6.Preempt || !v6.PseudoHeader ||
-		v6.GARPRepeat != DefaultGARPRepeat || v6.GARPDelay != DefaultGARPDelay || !v6.VIPs[0].Is6() {
+		v6.GARPRepeat != DefaultGARPRepeat || v6.GARPDelay != DefaultGARPDelay || !v6.VIPs[0].Is6() || v6.TrackServices != nil {
 		t.Errorf("vrrp[1]: %+v", v6)
 	}
 	if v3.Name != "123" || v3.PseudoHeader || v3.VIPs[0] != netip.MustParseAddr("10.0.0.102") {

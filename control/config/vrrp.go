@@ -30,9 +30,11 @@ import (
 //	garp_repeat             garp_master_repeat
 //	garp_delay              garp_master_delay
 //	peer_timeout            (xdplb: how long a silent peer's MAC stays in the peers map)
+//	track_services          track_script, without weights: names of services; Fault while any
+//	                        of them has lost its quorum
 var vrrpKeys = []string{"name", "interface", "version", "vrid", "priority", "advert_interval", "preempt",
 	"preempt_delay", "auth_pass", "auth_pass_file", "checksum_pseudo_header", "unicast_peers", "vips", "notify",
-	"garp_repeat", "garp_delay", "peer_timeout"}
+	"garp_repeat", "garp_delay", "peer_timeout", "track_services"}
 
 // Limits of the advertisement interval.
 const (
@@ -312,5 +314,42 @@ func (p *parser) vrrpInstance(n *yaml.Node, path string, cfg *Config) (VRRPInsta
 			}
 		}
 	}
+	if vn := f.get("track_services"); vn != nil {
+		v.TrackServices = p.trackServices(vn, path+".track_services", cfg)
+	}
 	return v, f, len(p.errs) == nerr
+}
+
+// trackServices parses a list of names of services of cfg (parsed before the vrrp section).
+func (p *parser) trackServices(n *yaml.Node, path string, cfg *Config) []string {
+	var names []string
+	for _, s := range cfg.Services {
+		if s.Name != "" {
+			names = append(names, s.Name)
+		}
+	}
+	var out []string
+	seen := map[string]int{}
+	for i, sn := range p.sequence(n, path) {
+		ipath := fmt.Sprintf("%s[%d]", path, i)
+		s, ok := p.str(sn, ipath)
+		if !ok {
+			continue
+		}
+		if j, dup := seen[s]; dup {
+			p.errorf(resolve(sn), ipath, "%q is already %s[%d]", s, path, j)
+			continue
+		}
+		if !contains(names, s) {
+			if len(names) == 0 {
+				p.errorf(resolve(sn), ipath, "%q is not the name of a service: no service has a name (give the tracked services a name)", s)
+			} else {
+				p.errorf(resolve(sn), ipath, "%q is not the name of a service; the named services are %v", s, names)
+			}
+			continue
+		}
+		seen[s] = i
+		out = append(out, s)
+	}
+	return out
 }

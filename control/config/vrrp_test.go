@@ -198,3 +198,66 @@ func TestVRRPAuthPassFile(t *testing.T) {
 		t.Errorf("AuthPass() of a 9-byte password: %v", err)
 	}
 }
+
+// trackConfig has two named services and an unnamed one; the instance starts on line 7 and
+// extra lines (indented 4) are added to it, from line 11.
+func trackConfig(extra string) string {
+	return `interfaces: [eth0]
+services:
+  - {name: writer, vip: 10.0.0.100, port: 3306, real_servers: [{address: 10.0.0.11}]}
+  - {name: reader, vip: 10.0.0.101, port: 3306, real_servers: [{address: 10.0.0.12}]}
+  - {vip: 10.0.0.102, port: 3306, real_servers: [{address: 10.0.0.13}]}
+vrrp:
+  - name: VI_1
+    interface: eth0
+    vrid: 51
+    vips: [10.0.0.100]
+` + extra + "\n"
+}
+
+func TestVRRPTrackServices(t *testing.T) {
+	c, _, err := Parse([]byte(trackConfig("    track_services: [writer, reader]")), "xdplb.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.VRRP[0].TrackServices; len(got) != 2 || got[0] != "writer" || got[1] != "reader" {
+		t.Errorf("track_services = %q", got)
+	}
+	if s := c.VRRP[0].String(); !strings.Contains(s, "track_services:[writer reader]") {
+		t.Errorf("String() = %s", s)
+	}
+	c, _, err = Parse([]byte(trackConfig("")), "xdplb.yaml")
+	if err != nil || c.VRRP[0].TrackServices != nil {
+		t.Errorf("no track_services: %v %q", err, c.VRRP[0].TrackServices)
+	}
+
+	// Round trip, a name that YAML would read as a number included.
+	src := strings.Replace(trackConfig("    track_services:\n      - \"0x10\"\n      - writer"), "name: reader", `name: "0x10"`, 1)
+	c, out := roundTrip(t, MarshalOptions{}, []byte(src))
+	if got := c.VRRP[0].TrackServices; len(got) != 2 || got[0] != "0x10" || got[1] != "writer" {
+		t.Errorf("track_services = %q", got)
+	}
+	if !strings.Contains(string(out), `track_services: ["0x10", writer]`) {
+		t.Errorf("Marshal output:\n%s", out)
+	}
+
+	for _, tt := range []struct {
+		name  string
+		extra string
+		want  []wantErr
+	}{
+		{"unknown service", "    track_services: [writer, mysql]",
+			[]wantErr{{11, "vrrp[0].track_services[1]", `"mysql" is not the name of a service; the named services are [writer reader]`}}},
+		{"unknown on its own line", "    track_services:\n      - reader\n      - writr",
+			[]wantErr{{13, "vrrp[0].track_services[1]", `"writr" is not the name of a service`}}},
+		{"a service's key is not its name", `    track_services: ["TCP 10.0.0.102:3306"]`,
+			[]wantErr{{11, "vrrp[0].track_services[0]", "not the name of a service"}}},
+		{"repeated", "    track_services: [writer, writer]", []wantErr{{11, "vrrp[0].track_services[1]", "already vrrp[0].track_services[0]"}}},
+		{"not a list", "    track_services: writer", []wantErr{{11, "vrrp[0].track_services", "want a list"}}},
+		{"not a name", "    track_services: [[writer]]", []wantErr{{11, "vrrp[0].track_services[0]", "want a single value"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) { checkErrors(t, trackConfig(tt.extra), tt.want) })
+	}
+	// No named service at all.
+	checkErrors(t, vrrpConfig("    track_services: [writer]"), []wantErr{{8, "vrrp[0].track_services[0]", "no service has a name"}})
+}

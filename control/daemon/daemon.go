@@ -95,6 +95,7 @@ type Daemon struct {
 	quorum  map[string]bool
 	reloads map[string]uint64 // by result: "ok", "error"
 	vrrp    []*vrrpRunner     // the VRRP instances, in config order
+	linkUp  map[string]bool   // operational state by interface, once known
 }
 
 // Run starts a daemon with o and runs it until ctx ends.
@@ -133,6 +134,7 @@ func New(o Options) (_ *Daemon, err error) {
 		warned:   map[netip.Addr]bool{},
 		quorum:   map[string]bool{},
 		reloads:  map[string]uint64{},
+		linkUp:   map[string]bool{},
 		macs:     newMACCache(),
 	}
 
@@ -226,6 +228,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	wg.Go(func() { d.serveStatus(ctx) })
 	for _, iface := range d.cfgNow().Interfaces {
 		wg.Go(func() { d.watchNeighbours(ctx, iface) })
+		wg.Go(func() { d.watchLink(ctx, iface) })
 	}
 
 	specs, err := d.specs(d.cfgNow())
@@ -424,6 +427,7 @@ func (d *Daemon) update() {
 	d.mu.Lock()
 	d.quorum = plan.Quorum
 	d.mu.Unlock()
+	d.trackServices(plan.Quorum)
 }
 
 // closeAll stops everything New and Run started; with detach it also removes the data path.

@@ -29,8 +29,35 @@ type vrrpRunner struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Run returns; nil while not started
 
-	mu    sync.Mutex
-	peers []vrrp.Peer
+	// Owned by the loop goroutine: whether the instance was told its tracking is down.
+	trackDown bool
+
+	mu        sync.Mutex
+	peers     []vrrp.Peer
+	linkDown  bool     // its interface is not running (as last told to the instance)
+	trackLost []string // tracked services without quorum (as last told to the instance)
+}
+
+// faults returns why the instance is (or is about to be) in Fault, for the status socket.
+func (r *vrrpRunner) faults() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []string{}
+	if r.linkDown {
+		out = append(out, "interface "+r.cfg.Interface+" down")
+	}
+	for _, s := range r.trackLost {
+		out = append(out, "service "+s+" without quorum")
+	}
+	return out
+}
+
+// setLink tells the instance the state of its interface.
+func (r *vrrpRunner) setLink(up bool) {
+	r.mu.Lock()
+	r.linkDown = !up
+	r.mu.Unlock()
+	r.in.SetInterface(up)
 }
 
 func (r *vrrpRunner) peerSet() []vrrp.Peer {
@@ -168,11 +195,86 @@ func (d *Daemon) reloadVRRP(cfg *config.Config) (apply func(), err error) {
 		d.stopRunners(stop)
 		d.mu.Lock()
 		d.vrrp = next
+		// Under the lock, so that a link change reported meanwhile reaches them once.
+		for _, r := range opened {
+			if up, known := d.linkUp[r.cfg.Interface]; known && !up {
+				r.setLink(false)
+			}
+		}
 		d.mu.Unlock()
 		for _, r := range opened {
 			d.startRunner(r)
 		}
 	}, nil
+}
+
+// watchLink follows the operational state of iface (up and running) and reports every change
+// to the instances on it, in Fault while it is down. It logs one line per change.
+func (d *Daemon) watchLink(ctx context.Context, iface string) {
+	first := true
+	vrrp.WatchLink(ctx, d.log, iface, func(up bool) {
+		d.mu.Lock()
+		d.linkUp[iface] = up
+		var rs []*vrrpRunner
+		for _, r := range d.vrrp {
+			if r.cfg.Interface == iface {
+				rs = append(rs, r)
+			}
+		}
+		d.mu.Unlock()
+		names := make([]string, len(rs))
+		for i, r := range rs {
+			names[i] = r.cfg.Name
+		}
+		switch {
+		case !up:
+			d.log.Warn("link down (its VRRP instances go to Fault)", "iface", iface, "vrrp_instances", names)
+		case !first:
+			d.log.Info("link up (its VRRP instances start again)", "iface", iface, "vrrp_instances", names)
+		}
+		first = false
+		for _, r := range rs {
+			r.setLink(up)
+		}
+	})
+}
+
+// trackServices tells every instance with track_services whether all of them have their
+// quorum (quorum is the reconciler's state per service name), logging one line per change.
+// An instance whose tracked services lost their quorum goes to Fault, so that its peer takes
+// the VIPs (keepalived's track_script, without weights).
+func (d *Daemon) trackServices(quorum map[string]bool) {
+	cfg := d.cfgNow()
+	track := map[string][]string{}
+	for _, v := range cfg.VRRP {
+		track[v.Name] = v.TrackServices
+	}
+	for _, r := range d.runnersNow() {
+		var lost []string
+		for _, s := range track[r.cfg.Name] {
+			if up, ok := quorum[s]; ok && !up {
+				lost = append(lost, s)
+			}
+		}
+		r.mu.Lock()
+		changed := !slices.Equal(lost, r.trackLost)
+		r.trackLost = lost
+		r.mu.Unlock()
+		down := len(lost) > 0
+		if down == r.trackDown {
+			if changed && down {
+				d.log.Warn("VRRP tracked services without quorum", "instance", r.cfg.Name, "services", lost)
+			}
+			continue
+		}
+		r.trackDown = down
+		if down {
+			d.log.Warn("VRRP tracking down: tracked services without quorum, instance to Fault", "instance", r.cfg.Name, "services", lost)
+		} else {
+			d.log.Info("VRRP tracking up: every tracked service has its quorum", "instance", r.cfg.Name, "services", track[r.cfg.Name])
+		}
+		r.in.SetTracking(!down)
+	}
 }
 
 // peerGraceUntil returns when the instances have all had time to hear their peers: until then
@@ -246,6 +348,9 @@ type VRRPStatus struct {
 	SplitBrains uint64            `json:"split_brains"`
 	Rejected    map[string]uint64 `json:"rejected"` // adverts rejected, by reason
 	Peers       []VRRPPeer        `json:"peers"`
+	// Faults are why the instance is in Fault (or about to be): "interface eth0 down",
+	// "service writer without quorum". Empty otherwise.
+	Faults []string `json:"faults"`
 }
 
 // VRRPPeer is another router heard on the instance's VRID.
@@ -261,7 +366,7 @@ func vrrpStatus(r *vrrpRunner) VRRPStatus {
 	out := VRRPStatus{
 		Name: r.cfg.Name, Interface: r.cfg.Interface, VRID: r.cfg.VRID, State: strings.ToUpper(s.State.String()),
 		Priority: s.Priority, Master: s.MasterAddr, VIPs: slices.Clone(r.cfg.VIPs), Transitions: s.Transitions,
-		SplitBrains: s.SplitBrains, Rejected: s.Rejected, Peers: []VRRPPeer{},
+		SplitBrains: s.SplitBrains, Rejected: s.Rejected, Peers: []VRRPPeer{}, Faults: r.faults(),
 	}
 	if out.Rejected == nil {
 		out.Rejected = map[string]uint64{}

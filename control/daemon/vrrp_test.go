@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,148 @@ func TestDaemonVRRP(t *testing.T) {
 	}
 
 	// Stop: the Master hands over and removes its VIP.
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if hasAddr(t, tp.iface, tp.vip) {
+		t.Errorf("VIP left on %s after stop", tp.iface)
+	}
+}
+
+// vrrpTrackConfig writes a configuration with one VRRP instance tracking the writer service,
+// whose only real server is TCP-checked.
+func (tp *topo) vrrpTrackConfig(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(tp.dir, "xdplb.yaml")
+	y := fmt.Sprintf(`interfaces: [%s]
+maps: {services: 8, backends: 64, peers: 4, conntrack: 1024, persist: 1024, ring_size: 251}
+metrics: %s
+services:
+  - name: writer
+    vip: %s
+    port: 3306
+    check: {type: tcp, interval: %v, timeout: %v, rise: 1, fall: %d, dr_path: false}
+    real_servers: [{address: %s}]
+vrrp:
+  - name: VI_1
+    interface: %s
+    vrid: 51
+    advert_interval: 100ms
+    vips: [%s]
+    garp_delay: 0s
+    track_services: [writer]
+`, tp.iface, tp.metrics, tp.vip, checkInterval, checkTimeout, checkFall, tp.rsAddr, tp.iface, tp.vip)
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// vrrpState polls the status socket until the instance is in state, holding the VIP or not
+// (Master holds it, nobody else does), with faults containing fault ("" : none at all).
+func vrrpState(t *testing.T, tp *topo, socket, what, state, fault string, limit time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit+5*time.Second)
+	defer cancel()
+	var last VRRPStatus
+	took := waitFor(t, what, limit, func() bool {
+		sr, err := QueryStatus(ctx, socket)
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		if len(sr.VRRP) != 1 {
+			t.Fatalf("status: %d VRRP instances", len(sr.VRRP))
+		}
+		last = sr.VRRP[0]
+		faultOK := len(last.Faults) == 0
+		if fault != "" {
+			faultOK = slices.ContainsFunc(last.Faults, func(f string) bool { return strings.Contains(f, fault) })
+		}
+		return last.State == state && faultOK && hasAddr(t, tp.iface, tp.vip) == (state == "MASTER")
+	})
+	t.Logf("%s after %v (faults %q)", what, took, last.Faults)
+}
+
+// TestDaemonVRRPLinkDown: the Master goes to Fault and drops its VIP when its interface goes
+// down, administratively or because the veth's peer is down (no carrier), and becomes Master
+// again when it is back.
+func TestDaemonVRRPLinkDown(t *testing.T) {
+	tp := newTopo(t)
+	o := tp.options(tp.vrrpConfig(t, 100))
+	_, stop := start(t, o)
+	link := func(up bool) {
+		t.Helper()
+		l, err := netlink.LinkByName(tp.iface)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if up {
+			err = netlink.LinkSetUp(l)
+		} else {
+			err = netlink.LinkSetDown(l)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	peerLink := func(up bool) {
+		t.Helper()
+		err := tp.rs.Do(func() error {
+			l, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			if up {
+				return netlink.LinkSetUp(l)
+			}
+			return netlink.LinkSetDown(l)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	vrrpState(t, tp, o.StatusSocket, "Master alone", "MASTER", "", 3*time.Second)
+
+	link(false)
+	vrrpState(t, tp, o.StatusSocket, "Fault with the link down", "FAULT", "interface "+tp.iface+" down", 2*time.Second)
+	link(true)
+	// Fault → Backup (the restart) → Master after Master_Down_Interval with nobody advertising.
+	vrrpState(t, tp, o.StatusSocket, "Master with the link back", "MASTER", "", 3*time.Second)
+
+	// The veth's other end down: ours is up but not running (no carrier).
+	peerLink(false)
+	vrrpState(t, tp, o.StatusSocket, "Fault without carrier", "FAULT", "interface "+tp.iface+" down", 2*time.Second)
+	peerLink(true)
+	vrrpState(t, tp, o.StatusSocket, "Master with the carrier back", "MASTER", "", 3*time.Second)
+
+	if m := metricsBody(t, tp.metrics); !strings.Contains(m, `xdplb_vrrp_transitions_total{instance="VI_1"} 8`) {
+		t.Errorf("metrics: expected 8 transitions (Backup, Master, then twice Fault, Backup, Master):\n%s", grep(m, "vrrp_transitions"))
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestDaemonVRRPTrackServices: an instance tracking a service goes to Fault (its VIP to the
+// peer) while the service has lost its quorum — its only real server's listener stopped — and
+// is Master again when the real server is back.
+func TestDaemonVRRPTrackServices(t *testing.T) {
+	tp := newTopo(t)
+	listen := netip.AddrPortFrom(tp.rsAddr, 3306).String()
+	srv := tp.rs.ServeWhoAmI(t, listen, "rs1")
+	o := tp.options(tp.vrrpTrackConfig(t))
+	_, stop := start(t, o)
+
+	vrrpState(t, tp, o.StatusSocket, "Master with the real server up", "MASTER", "", 5*time.Second)
+
+	srv.Close()
+	limit := checkFall*checkInterval + checkTimeout
+	vrrpState(t, tp, o.StatusSocket, "Fault with the quorum lost", "FAULT", "service writer without quorum", limit+2*time.Second)
+
+	tp.rs.ServeWhoAmI(t, listen, "rs1")
+	vrrpState(t, tp, o.StatusSocket, "Master with the quorum back", "MASTER", "", 5*time.Second)
+
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
