@@ -62,9 +62,15 @@ bench: build
 bench-quick: build
 	./$(BIN) bench --quick
 
+# demo: the seeds' MySQL cluster in network namespaces (docs/demo.md): a client, a MariaDB primary
+# and two replicas that are also xdplb directors with VRRP. Narrates reads spread over the
+# replicas, `xdplb list --stats`, the Master director dying during writes, a replica's MySQL
+# leaving and rejoining the reader service; tears everything down (also on Ctrl-C).
 demo:
-	@echo "make demo: not yet (the seeds' MySQL cluster demo comes with issue 5)."
-	@echo "Meanwhile README.md shows how to balance TCP by hand with xdplb attach/service/backend."
+	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces, XDP, MariaDB): sudo make demo"; exit 1; }
+	@$(MAKE) --no-print-directory deps build
+	$(GO) build -o bin/demo ./test/demo
+	./bin/demo --xdplb $(BIN)
 
 clean:
 	rm -rf bin

@@ -111,6 +111,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			e.listCmd(),
 			e.runCmd(),
 			e.reloadCmd(),
+			e.realserverCmd(),
 			e.benchCmd(),
 			{
 				Name:  "version",

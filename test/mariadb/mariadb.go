@@ -21,11 +21,23 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/xdplb/xdplb/test/netns"
 )
+
+// TB is the part of testing.TB this package uses: *testing.T, *testing.B and *testing.F satisfy
+// it, and so can a program that is not a test (a demo that prints and aborts).
+type TB interface {
+	Helper()
+	Cleanup(func())
+	Errorf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Failed() bool
+	Logf(format string, args ...any)
+	Skipf(format string, args ...any)
+}
 
 // Defaults of [Options].
 const (
@@ -62,7 +74,7 @@ type Server struct {
 	Dir    string  // holds data/, sock, pid, err.log (and binary/relay logs)
 	Socket string  // unix socket path
 
-	tb   testing.TB
+	tb   TB
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has been reaped
 }
@@ -70,7 +82,7 @@ type Server struct {
 // Start creates a datadir with mariadb-install-db, starts mariadbd in ns (network namespace only,
 // through nsenter --net), waits until its socket accepts, and creates the application user. It
 // skips the test when not root or when MariaDB is not installed.
-func Start(tb testing.TB, ns *netns.NS, opts Options) *Server {
+func Start(tb TB, ns *netns.NS, opts Options) *Server {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skipf("running mariadbd in a network namespace needs root (%v)", os.ErrPermission)
@@ -323,7 +335,7 @@ func (s *Server) GlobalStatus(names ...string) (map[string]int64, error) {
 // replication user created on the primary, and waits until both replication threads run and the
 // replica has applied a write made on the primary. The primary needs LogBin and an Addr that
 // the replica's namespace reaches; the two need distinct server ids.
-func SetupReplica(tb testing.TB, primary, replica *Server) {
+func SetupReplica(tb TB, primary, replica *Server) {
 	tb.Helper()
 	if !primary.Opts.LogBin {
 		tb.Fatalf("SetupReplica: primary (server %d) needs Options.LogBin", primary.Opts.ServerID)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,7 +39,7 @@ type Capture struct {
 
 // StartCapture opens an AF_PACKET socket bound to dev in ns and records frames until Stop (or
 // tb.Cleanup).
-func (ns *NS) StartCapture(tb testing.TB, dev string) *Capture {
+func (ns *NS) StartCapture(tb TB, dev string) *Capture {
 	tb.Helper()
 	c := &Capture{ns: ns, dev: dev, done: make(chan struct{})}
 	err := ns.Do(func() error {

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -30,7 +29,7 @@ const NodeLink = "eth0"
 type LAN struct {
 	*NS        // the switch: holds the bridge and the node-side veths' peers
 	ID  string // random part shared by the names of all its namespaces
-	tb  testing.TB
+	tb  TB
 }
 
 // Node is a namespace with one interface, eth0, plugged into a LAN.
@@ -47,7 +46,7 @@ type Node struct {
 func (n *Node) Addr() netip.Addr { return n.Prefix.Addr() }
 
 // NewLAN creates a namespace "xdplb-t-<id>-lan" with an up bridge and no IPv6 on its ports.
-func NewLAN(tb testing.TB) *LAN {
+func NewLAN(tb TB) *LAN {
 	tb.Helper()
 	id := RandomID()
 	l := &LAN{NS: NewNamed(tb, Prefix+id+"-lan"), ID: id, tb: tb}

@@ -21,10 +21,22 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"testing"
 
 	"github.com/vishvananda/netns"
 )
+
+// TB is the part of testing.TB this package uses: *testing.T, *testing.B and *testing.F satisfy
+// it, and so can a program that is not a test (a demo that prints and aborts).
+type TB interface {
+	Helper()
+	Cleanup(func())
+	Errorf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Failed() bool
+	Logf(format string, args ...any)
+	Skipf(format string, args ...any)
+}
 
 // Prefix starts the name of every namespace this package creates.
 const Prefix = "xdplb-t-"
@@ -49,14 +61,14 @@ func RandomID() string {
 }
 
 // New creates a network namespace named "xdplb-t-<random>" and removes it in tb.Cleanup.
-func New(tb testing.TB) *NS {
+func New(tb TB) *NS {
 	tb.Helper()
 	return NewNamed(tb, Prefix+RandomID())
 }
 
 // NewNamed creates a network namespace with the given name (it should start with [Prefix]) and
 // removes it in tb.Cleanup. Its loopback interface is up.
-func NewNamed(tb testing.TB, name string) *NS {
+func NewNamed(tb TB, name string) *NS {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skipf("creating network namespaces needs root (%v)", os.ErrPermission)
@@ -156,7 +168,7 @@ func (ns *NS) Exec(ctx context.Context, name string, args ...string) (string, er
 
 // Start starts a long-running command in the namespace; it is killed and reaped in tb.Cleanup.
 // Its output goes to the test log when the test fails.
-func (ns *NS) Start(tb testing.TB, name string, args ...string) *exec.Cmd {
+func (ns *NS) Start(tb TB, name string, args ...string) *exec.Cmd {
 	tb.Helper()
 	cmd := ns.Command(context.Background(), name, args...)
 	var out lockedBuffer

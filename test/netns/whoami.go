@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -27,7 +26,7 @@ type WhoAmI struct {
 
 // ServeWhoAmI listens on addr (host:port, e.g. the VIP on a real server's lo) in ns and answers
 // with name, until tb.Cleanup.
-func (ns *NS) ServeWhoAmI(tb testing.TB, addr, name string) *WhoAmI {
+func (ns *NS) ServeWhoAmI(tb TB, addr, name string) *WhoAmI {
 	tb.Helper()
 	w := &WhoAmI{Name: name, Addr: addr}
 	err := ns.Do(func() error {
