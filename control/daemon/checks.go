@@ -123,9 +123,10 @@ func (d *Daemon) proberEnv(cfg *config.Config, addr netip.Addr) (health.ProberEn
 		return health.ProberEnv{}, fmt.Errorf("interface %s: %w", iface, err)
 	}
 	env := health.ProberEnv{
-		Iface:   iface,
-		Ifindex: ifc.Index,
-		MAC:     d.macs.Lookup,
+		Iface:     iface,
+		Ifindex:   ifc.Index,
+		MAC:       d.macs.Lookup,
+		VIPHolder: d.isVIPHolder,
 		MySQL: func(svc config.Service, rs config.RealServer) (health.Prober, error) {
 			addr := netip.AddrPortFrom(rs.Addr, health.RealServerPort(svc, rs))
 			return health.NewMySQL(addr, svc.Check.MySQL, health.MySQLLogger(d.log)), nil

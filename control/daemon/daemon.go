@@ -25,6 +25,7 @@ import (
 	"github.com/xdplb/xdplb/control/health"
 	"github.com/xdplb/xdplb/control/reconcile"
 	"github.com/xdplb/xdplb/loader"
+	"github.com/xdplb/xdplb/vrrp"
 )
 
 // DefaultStatusSocket is where the daemon answers `xdplb list` and `xdplb reload`.
@@ -431,10 +432,25 @@ func (d *Daemon) update() {
 }
 
 // closeAll stops everything New and Run started; with detach it also removes the data path.
+// handoverGrace is how long a stopping Master keeps its data path after its priority-0 advert:
+// a Backup takes over after Skew_Time (under one advert interval) and announces at once; three
+// intervals leave room for a slow peer. 0 when no instance is Master.
+func handoverGrace(rs []*vrrpRunner) time.Duration {
+	var g time.Duration
+	for _, r := range rs {
+		if r.in.Status().State == vrrp.Master {
+			g = max(g, 3*r.in.Config().Interval+200*time.Millisecond)
+		}
+	}
+	return min(g, 5*time.Second)
+}
+
 func (d *Daemon) closeAll(detach bool) {
 	// VRRP first, whatever happens to the data path: a Master hands over (priority 0) and
 	// removes its VIPs.
-	d.stopRunners(d.runnersNow())
+	runners := d.runnersNow()
+	grace := handoverGrace(runners)
+	d.stopRunners(runners)
 	d.mu.Lock()
 	d.vrrp = nil
 	d.mu.Unlock()
@@ -450,6 +466,13 @@ func (d *Daemon) closeAll(detach bool) {
 	}
 	if d.statusLn != nil {
 		d.statusLn.Close() // a unix listener removes its socket file
+	}
+	if detach && grace > 0 {
+		// Clients keep sending to this node until the new Master's gratuitous ARP reaches
+		// them; detaching now would let the kernel answer those frames with RSTs. Keep
+		// forwarding until the Backup has taken over (Skew_Time) and announced.
+		d.log.Info("waiting for the new VRRP Master before detaching", "for", grace)
+		time.Sleep(grace)
 	}
 	for _, a := range d.atts {
 		a.Close()

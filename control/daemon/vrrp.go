@@ -388,3 +388,14 @@ func (d *Daemon) vrrpStatuses() []VRRPStatus {
 
 // vrrpStates are the states xdplb_vrrp_state has a sample for.
 var vrrpStates = []vrrp.State{vrrp.Init, vrrp.Backup, vrrp.Master, vrrp.Fault}
+
+// isVIPHolder reports whether addr is the Master of one of our VRRP instances, as this node sees
+// it (the health checks skip the DR path of that real server: see health.ProberEnv.VIPHolder).
+func (d *Daemon) isVIPHolder(addr netip.Addr) bool {
+	for _, r := range d.runnersNow() {
+		if st := r.in.Status(); st.State != vrrp.Master && st.MasterAddr == addr {
+			return true
+		}
+	}
+	return false
+}

@@ -25,6 +25,11 @@ type ProberEnv struct {
 	MAC func(netip.Addr) (net.HardwareAddr, bool)
 	// MySQL makes the prober of check type mysql (written elsewhere, injected).
 	MySQL func(svc config.Service, rs config.RealServer) (Prober, error)
+	// VIPHolder reports whether addr is the VRRP Master of the VIPs right now (nil: never). The
+	// Master's own XDP program balances whatever arrives for the VIP, so a SYN sent to its MAC
+	// cannot test its DR path: for it only the primary check counts. A Backup is silent in
+	// VRRP, so the Master cannot know the Backup's MAC as a peer's and would balance the probe.
+	VIPHolder func(netip.Addr) bool
 }
 
 // RealServerPort is the port a real server is checked on: its own, else the service's.
@@ -91,7 +96,12 @@ func NewProber(svc config.Service, rs config.RealServer, env ProberEnv) (Prober,
 			return lookup(addr)
 		}
 	}
-	return Both(primary, dr), nil
+	both := Both(primary, dr).(*bothProber)
+	if env.VIPHolder != nil {
+		addr, holder := rs.Addr, env.VIPHolder
+		both.skipB = func() bool { return holder(addr) }
+	}
+	return both, nil
 }
 
 // ExecEnv is the environment an exec check of rs gets: XDPLB_RS_ADDR, XDPLB_RS_PORT,
@@ -111,13 +121,19 @@ func ExecEnv(svc config.Service, rs config.RealServer) []string {
 // goroutine, so both sockets are opened in its network namespace. Close closes both.
 func Both(primary, drpath Prober) Prober { return &bothProber{a: primary, b: drpath} }
 
-type bothProber struct{ a, b Prober }
+type bothProber struct {
+	a, b  Prober
+	skipB func() bool // when true, b is not run (see ProberEnv.VIPHolder)
+}
 
 func (p *bothProber) Probe(ctx context.Context) Result {
 	start := time.Now()
 	ra := p.a.Probe(ctx)
 	if !ra.Healthy {
 		return Result{Err: fmt.Errorf("check: %w", orUnhealthy(ra.Err)), Latency: time.Since(start)}
+	}
+	if p.skipB != nil && p.skipB() {
+		return Result{Healthy: true, Weight: ra.Weight, Latency: time.Since(start)}
 	}
 	rb := p.b.Probe(ctx)
 	if !rb.Healthy {

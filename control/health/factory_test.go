@@ -154,3 +154,21 @@ type errProber struct{}
 
 func (errProber) Probe(context.Context) Result { return Result{} }
 func (errProber) Close() error                 { return nil }
+
+// TestBothSkipsDRPathOfVIPHolder: the DR path of the real server that holds the VIP (the VRRP
+// Master, whose XDP program balances the probe) is not run; the primary check decides alone.
+func TestBothSkipsDRPathOfVIPHolder(t *testing.T) {
+	for _, holder := range []bool{true, false} {
+		a, b := newFakeProber(true), newFakeProber(false)
+		p := Both(a, b).(*bothProber)
+		p.skipB = func() bool { return holder }
+		r := p.Probe(context.Background())
+		n, _ := b.counts()
+		if holder && (!r.Healthy || n != 0) {
+			t.Errorf("VIP holder: healthy=%t, dr path probed %d times; want healthy, not probed", r.Healthy, n)
+		}
+		if !holder && (r.Healthy || n != 1) {
+			t.Errorf("not the VIP holder: healthy=%t, dr path probed %d times; want the dr path failure", r.Healthy, n)
+		}
+	}
+}
