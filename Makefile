@@ -53,6 +53,7 @@ test: deps check-generate
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	./.ci/gotest ./...
 	$(GO) test ./loader -run '^$$' -fuzz FuzzXDP -fuzztime $(FUZZTIME)
+	$(GO) test ./vrrp -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 # bench: data-plane cost per path against baselines measured in the same run.
 bench: build

@@ -22,23 +22,23 @@ func TestSeedsExample(t *testing.T) {
 	if len(warns) > 0 {
 		t.Errorf("warnings: %v", warns)
 	}
-	if len(cfg.Services) != 2 || len(cfg.Peers) != 1 || cfg.HashSeed != 1234 {
-		t.Fatalf("expected 2 services, 1 peer, seed 1234; seen %+v", cfg)
+	if len(cfg.Services) != 2 || len(cfg.Peers) != 0 || cfg.HashSeed != 1234 {
+		t.Fatalf("expected 2 services, no static peer (learned from VRRP), seed 1234; seen %+v", cfg)
 	}
 	w, r := cfg.Services[0], cfg.Services[1]
-	if w.Name != "writer" || w.Key.VIP.String() != "10.0.0.100" || w.Key.Port != 3306 || w.Persistence != 120*time.Second ||
+	if w.Name != "writer" || w.Key.VIP.String() != "10.0.0.100" || w.Key.Port != 3306 || len(w.RealServers) != 3 ||
 		w.Check.Type != config.CheckMySQL || !w.Check.MySQL.Writable || w.Check.MySQL.PasswordEnv != "XDPLB_MYSQL_PASSWORD" {
 		t.Errorf("writer: %+v", w)
 	}
 	if r.Name != "reader" || r.Key.Port != 3307 || r.Check.MySQL.MaxReplicationLag != 10*time.Second ||
-		r.Sorry == nil || r.Sorry.Addr.String() != "10.0.0.11" || len(r.RealServers) != 2 || !r.RealServers[0].Local {
+		len(r.RealServers) != 2 || !r.RealServers[0].Local || r.RealServers[0].Addr.String() != "10.0.0.12" {
 		t.Errorf("reader: %+v", r)
 	}
 	if len(cfg.VRRP) != 1 {
 		t.Fatalf("vrrp: %d instances, want 1", len(cfg.VRRP))
 	}
-	if v := cfg.VRRP[0]; v.Name != "VI_1" || v.Interface != "eth0" || v.VRID != 51 || v.Priority != 100 || v.Preempt ||
-		v.AdvertInterval != time.Second || len(v.VIPs) != 1 || v.VIPs[0].String() != "10.0.0.100" {
+	if v := cfg.VRRP[0]; v.Name != "VI_1" || v.Interface != "eth0" || v.VRID != 51 || v.Priority != 150 || v.Preempt ||
+		v.AdvertInterval != 100*time.Millisecond || len(v.VIPs) != 1 || v.VIPs[0].String() != "10.0.0.100" {
 		t.Errorf("vrrp: %+v", v)
 	}
 }

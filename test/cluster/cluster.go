@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/xdplb/xdplb/control/config"
 	"github.com/xdplb/xdplb/control/daemon"
 	"github.com/xdplb/xdplb/test/mariadb"
 	"github.com/xdplb/xdplb/test/netns"
@@ -295,7 +297,9 @@ func Start(tb TB, opts Options) *Cluster {
 		n.LogPath = filepath.Join(dir, name+"-xdplb.log")
 		pinRoot := n.PinRoot
 		c.addCleanup(func() { _ = os.RemoveAll(pinRoot) })
-		c.mustf(os.WriteFile(n.Config, []byte(c.config(n, pw)), 0o600), "config of %s", name)
+		cf, err := c.config(n, pw)
+		c.mustf(err, "config of %s", name)
+		c.mustf(os.WriteFile(n.Config, []byte(cf), 0o600), "config of %s", name)
 		n.Mode = mode
 	}
 	// db2 first, so that it is the Master whatever the timing (nopreempt).
@@ -325,64 +329,60 @@ func Start(tb TB, opts Options) *Cluster {
 	return c
 }
 
-// config is a director's configuration.
-func (c *Cluster) config(self *Node, pw string) string {
-	o := c.Opts
-	check := func(extra string) string {
-		return fmt.Sprintf(`    check:
-      type: mysql
-      interval: %v
-      timeout: %v
-      rise: %d
-      fall: %d
-      mysql:
-        user: %s
-        password_file: %s
-        %s
-`, o.CheckInterval, o.CheckTimeout, o.Rise, o.Fall, User, pw, extra)
-	}
-	rs := func(names ...string) string {
-		var b strings.Builder
-		for _, n := range names {
-			fmt.Fprintf(&b, "      - address: %s\n", c.Nodes[n].Addr())
-			if n == self.Name {
-				b.WriteString("        local: true\n")
-			}
-		}
-		return b.String()
-	}
-	return fmt.Sprintf(`# %s: director and replica (test/cluster)
-interfaces: [%s]
-maps:
-  conntrack: 65536
-  persist: 4096
-hash_seed: 1234
-metrics: 127.0.0.1:9447
-services:
-  - name: writer
-    vip: %s
-    port: %d
-%s    real_servers:
-%s  - name: reader
-    vip: %s
-    port: %d
-%s    real_servers:
-%svrrp:
-  - name: VI_1
-    interface: %s
-    version: 3
-    vrid: %d
-    priority: %d
-    advert_interval: %v
-    preempt: %t
-    vips: [%s]
-`, self.Name, netns.NodeLink,
-		VIP, WriterPort, check("writable: true"), rs(DB1, DB2, DB3),
-		VIP, ReaderPort, check("max_replication_lag: 10s"), rs(DB2, DB3),
-		netns.NodeLink, VRID, self.Priority, o.AdvertInterval, o.Preempt, VIP)
+// seedsFile is examples/seeds.yaml, db2's configuration: both directors' files are derived
+// from it, so the demo and the acceptance tests run the example users read.
+func seedsFile() string {
+	_, here, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(here), "..", "..", "examples", "seeds.yaml")
 }
 
-// attachPass puts an XDP_PASS program in native mode on the bridge port of n.
+// config is a director's configuration: examples/seeds.yaml with this node as the `local` real
+// server, its priority, the check timings and advert interval of the options, the test password
+// file, and smaller flow tables.
+func (c *Cluster) config(self *Node, pw string) (string, error) {
+	o := c.Opts
+	path := seedsFile()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	cfg, _, err := config.Parse(data, path)
+	if err != nil {
+		return "", err
+	}
+	cfg.Interfaces = []string{netns.NodeLink}
+	cfg.Sizes.Conntrack, cfg.Sizes.Persist = 65536, 4096
+	nodes := map[netip.Addr]bool{}
+	for _, n := range []string{DB1, DB2, DB3} {
+		nodes[c.Nodes[n].Addr()] = true
+	}
+	for i := range cfg.Services {
+		svc := &cfg.Services[i]
+		if svc.Key.VIP != VIP {
+			return "", fmt.Errorf("%s: service %s is not on the cluster's VIP %s", path, svc.Name, VIP)
+		}
+		svc.Check.Interval, svc.Check.Timeout, svc.Check.Rise, svc.Check.Fall = o.CheckInterval, o.CheckTimeout, o.Rise, o.Fall
+		svc.Check.MySQL.User, svc.Check.MySQL.PasswordFile, svc.Check.MySQL.PasswordEnv = User, pw, ""
+		for j := range svc.RealServers {
+			rs := &svc.RealServers[j]
+			if !nodes[rs.Addr] {
+				return "", fmt.Errorf("%s: real server %s is not a node of the cluster", path, rs.Addr)
+			}
+			rs.Local = rs.Addr == self.Addr()
+		}
+	}
+	v := &cfg.VRRP[0]
+	v.Interface, v.Priority, v.AdvertInterval, v.Preempt = netns.NodeLink, uint8(self.Priority), o.AdvertInterval, o.Preempt
+	if v.VRID != VRID {
+		return "", fmt.Errorf("%s: vrid %d, the cluster expects %d", path, v.VRID, VRID)
+	}
+	out, err := config.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("# %s: director and replica, derived from %s (test/cluster)\n", self.Name, path) + string(out), nil
+}
+
 func (c *Cluster) attachPass(n *Node) error {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "xdp_pass", Type: ebpf.XDP, License: "GPL",
