@@ -25,7 +25,10 @@ func (e *env) benchCmd() *cli.Command {
 			&cli.IntFlag{Name: "repeat", Usage: "runs per round"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"},
 			&cli.BoolFlag{Name: "failover", Value: true, Usage: "measure VRRP failover time against keepalived in network namespaces (--failover=false: skip)"},
-			&cli.StringFlag{Name: "only", Usage: "run one section only: failover"},
+			&cli.StringFlag{Name: "only", Usage: "run one section only: failover or vrrp-load"},
+			&cli.BoolFlag{Name: "vrrp-load", Value: true, Usage: "check that VRRP at 30 ms adverts does not flap while live frames load the Master's data path (5 min, --quick 20 s; --vrrp-load=false: skip)"},
+			&cli.DurationFlag{Name: "vrrp-load-duration", Usage: "how long the vrrp-load section loads the Master (default 5m, --quick 20s)"},
+			&cli.IntFlag{Name: "vrrp-load-threads", Usage: "live-frame generator threads of the vrrp-load section (default 2)"},
 			&cli.IntFlag{Name: "failover-rounds", Usage: "failovers per router and interval (default 5, --quick 1)"},
 			&cli.StringFlag{Name: "keepalived", Value: "/usr/sbin/keepalived", Usage: "keepalived binary for the failover comparison ('' skips it)"},
 			&cli.StringFlag{Name: "xdplb", Usage: "xdplb binary run as the daemon in the failover section (default: this executable)"},
@@ -51,8 +54,8 @@ func (e *env) benchCmd() *cli.Command {
 				return fmt.Errorf("xdplb bench needs root (BPF_PROG_TEST_RUN): run it with sudo")
 			}
 			only := c.String("only")
-			if only != "" && only != "failover" {
-				return usagef("--only: want failover")
+			if only != "" && only != "failover" && only != "vrrp-load" {
+				return usagef("--only: want failover or vrrp-load")
 			}
 			quick := c.Bool("quick")
 			out := map[string]any{"options": opts, "cpus": runtime.NumCPU()}
@@ -81,16 +84,17 @@ func (e *env) benchCmd() *cli.Command {
 			}
 			var fo []bench.FailoverResult
 			var fopts bench.FailoverOptions
-			doFailover := only == "failover" || c.Bool("failover")
-			if doFailover {
-				bin := c.String("xdplb")
-				if bin == "" {
-					exe, err := os.Executable()
-					if err != nil {
-						return fmt.Errorf("failover: find this executable: %w (use --xdplb PATH)", err)
-					}
-					bin = exe
+			doFailover := only == "failover" || (only == "" && c.Bool("failover"))
+			doVRRPLoad := only == "vrrp-load" || (only == "" && c.Bool("vrrp-load"))
+			bin := c.String("xdplb")
+			if bin == "" && (doFailover || doVRRPLoad) {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("failover: find this executable: %w (use --xdplb PATH)", err)
 				}
+				bin = exe
+			}
+			if doFailover {
 				fopts = bench.DefaultFailoverOptions(bin)
 				if quick {
 					fopts = bench.QuickFailoverOptions(bin)
@@ -107,6 +111,27 @@ func (e *env) benchCmd() *cli.Command {
 					return err
 				}
 				out["failover"] = fo
+			}
+			var vl bench.VRRPLoadResult
+			if doVRRPLoad {
+				vopts := bench.DefaultVRRPLoadOptions(bin)
+				if quick {
+					vopts = bench.QuickVRRPLoadOptions(bin)
+				}
+				if d := c.Duration("vrrp-load-duration"); d != 0 {
+					vopts.Duration = d
+				}
+				if n := c.Int("vrrp-load-threads"); n != 0 {
+					vopts.Generators = n
+				}
+				if !c.Bool("json") {
+					vopts.Progress = e.stderr
+				}
+				var err error
+				if vl, err = bench.VRRPUnderLoad(vopts); err != nil {
+					return err
+				}
+				out["vrrp_under_load"] = vl
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(e.stdout)
@@ -130,7 +155,18 @@ func (e *env) benchCmd() *cli.Command {
 				fmt.Fprintf(e.stdout, "failover: Master A (priority 150) link down + kill -9 -> first answer from B (priority 100) through the VIP,\n"+
 					"client probes every %v; the kill falls at a random phase of A's advert period, so 'from last advert' (A's last advert\n"+
 					"-> first answer) is the phase-free figure: target 3 x interval + Skew_Time(100) + 20 ms on the max of both; VRRPv2 at 1s, v3 below:\n", fopts.ProbeEvery)
-				return bench.PrintFailover(e.stdout, fo)
+				if err := bench.PrintFailover(e.stdout, fo); err != nil {
+					return err
+				}
+			}
+			if doVRRPLoad {
+				if only == "" {
+					fmt.Fprintln(e.stdout)
+				}
+				fmt.Fprintf(e.stdout, "VRRP under load: A (priority 150, Master) and B (100), VRRPv3 at %v; live frames (XDP_TX on A's bridge-side\n"+
+					"veth peer) to VIP:%d straight into A's XDP program, balanced to B and XDP_TX'd; both states sampled every interval:\n",
+					time.Duration(vl.IntervalMs*float64(time.Millisecond)), 3306)
+				return bench.PrintVRRPLoad(e.stdout, vl)
 			}
 			return nil
 		},
