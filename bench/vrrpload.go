@@ -647,6 +647,10 @@ wait:
 	res.OK = res.Transitions == 0 && len(res.AStates) == 1 && res.AStates["MASTER"] > 0 &&
 		len(res.BStates) == 1 && res.BStates["BACKUP"] > 0 && sa1.State == "MASTER" && sb1.State == "BACKUP" && res.SampleErrors == 0 && res.Samples > 0
 	var notes []string
+	if res.ATransitions+res.BTransitions > 0 {
+		notes = append(notes, fmt.Sprintf("transition counters moved: A +%d, B +%d (between two samples: too short for the sampler)",
+			res.ATransitions, res.BTransitions))
+	}
 	if res.SampleErrors > 0 {
 		notes = append(notes, fmt.Sprintf("%d status queries failed", res.SampleErrors))
 	}
