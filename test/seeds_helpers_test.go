@@ -7,18 +7,16 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/xdplb/xdplb/control"
 	"github.com/xdplb/xdplb/loader"
 	"github.com/xdplb/xdplb/test/cluster"
+	"github.com/xdplb/xdplb/test/keepalived"
 	"github.com/xdplb/xdplb/test/netns"
 )
 
@@ -298,70 +296,14 @@ func countAcks(conns []*seedConn) int {
 // seedKeepalived runs keepalived (VRRP only, no LVS) in a cluster node with the cluster's VRRP
 // instance: version 3, vrid 51, the cluster's advert interval, no authentication, the VIP on
 // eth0, and a notify script that records its states.
-func seedKeepalived(t *testing.T, n *cluster.Node, priority int, interval time.Duration) *keepalivedProc {
+func seedKeepalived(t *testing.T, n *cluster.Node, priority int, interval time.Duration) *keepalived.Proc {
 	t.Helper()
-	dir := t.TempDir()
-	k := &keepalivedProc{
-		node: n.Node, conf: filepath.Join(dir, "keepalived.conf"), stateFile: filepath.Join(dir, "state"),
-		logPath: filepath.Join(dir, "keepalived.log"), pidFile: filepath.Join(dir, "keepalived.pid"),
-		vrrpPid: filepath.Join(dir, "vrrp.pid"), done: make(chan struct{}),
-	}
-	script := filepath.Join(dir, "notify.sh")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$3\" >> "+k.stateFile+"\n"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	conf := fmt.Sprintf(`global_defs {
-  router_id xdplb_seeds_%s
-  script_user root
-  enable_script_security
-  vrrp_version 3
-}
-vrrp_instance VI_1 {
-  state BACKUP
-  interface %s
-  virtual_router_id %d
-  priority %d
-  advert_int %g
-  virtual_ipaddress {
-    %s/32 dev %s
-  }
-  notify %s
-}
-`, n.Name, netns.NodeLink, cluster.VRID, priority, interval.Seconds(), cluster.VIP, netns.NodeLink, script)
-	if err := os.WriteFile(k.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if out, err := n.Exec(ctx, "keepalived", "-t", "-f", k.conf); err != nil {
-		t.Fatalf("expected `keepalived -t -f %s` to accept:\n%s\nseen %v: %s", k.conf, conf, err, out)
-	}
-	logf, err := os.Create(k.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-n", "-l", "-D", "-P", "-f", k.conf, "-p", k.pidFile, "-r", k.vrrpPid}
-	k.cmd = n.Command(context.Background(), "keepalived", args...)
-	k.cmd.Stdout, k.cmd.Stderr = logf, logf
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := k.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start keepalived in %s: %v", n.Name, err)
-	}
-	go func() {
-		k.waitErr = k.cmd.Wait()
-		logf.Close()
-		close(k.done)
-	}()
-	t.Logf("keepalived: pid %d on %s: v3 vrid %d priority %d advert_int %v, VIP %s on %s, no LVS",
-		k.cmd.Process.Pid, n.Name, cluster.VRID, priority, interval, cluster.VIP, netns.NodeLink)
-	t.Cleanup(func() {
-		k.stop(5 * time.Second)
-		if t.Failed() {
-			b, _ := os.ReadFile(k.logPath)
-			st, _ := os.ReadFile(k.stateFile)
-			t.Logf("keepalived log (%s):\n%s\nnotify states: %q", k.logPath, b, st)
-		}
+	k := keepalived.Start(t, t, n.Node, keepalived.Config{
+		RouterID: "xdplb_seeds_" + n.Name, Instance: "VI_1", Interface: netns.NodeLink,
+		Version: 3, VRID: cluster.VRID, Priority: priority, Interval: interval, State: "BACKUP",
+		VIPs: []netip.Prefix{netip.PrefixFrom(cluster.VIP, 32)}, VIPDev: netns.NodeLink,
 	})
+	t.Logf("keepalived: pid %d on %s: v3 vrid %d priority %d advert_int %v, VIP %s on %s, no LVS",
+		k.Pid(), n.Name, cluster.VRID, priority, interval, cluster.VIP, netns.NodeLink)
 	return k
 }

@@ -643,7 +643,7 @@ func seedMixed(t *testing.T, c *cluster.Cluster, interval, slack time.Duration) 
 	prio := c.Node(kn).Priority
 	k := seedKeepalived(t, c.Node(kn), prio, interval)
 	waitUntil(t, time.Now(), 5*time.Second, "keepalived on "+kn+" BACKUP", func() (bool, string) {
-		s := k.state()
+		s := k.State()
 		return s == stBackup, s
 	})
 	if s := vrrpState(c, xd); s != stMaster {
@@ -656,7 +656,7 @@ func seedMixed(t *testing.T, c *cluster.Cluster, interval, slack time.Duration) 
 	md := masterDown(3, prio, interval)
 	down := c.KillDirector(xd)
 	el := waitUntil(t, down, md+slack, "keepalived on "+kn+" MASTER after "+xd+"'s machine died", func() (bool, string) {
-		s := k.state()
+		s := k.State()
 		return s == stMaster, s
 	})
 	vipAt := waitUntil(t, down, md+slack, "the VIP on "+kn+"'s eth0", func() (bool, string) {
@@ -697,7 +697,7 @@ func seedMixed(t *testing.T, c *cluster.Cluster, interval, slack time.Duration) 
 	})
 	skew := skewTime(3, c.Node(xd).Priority, interval)
 	sig := time.Now()
-	go k.stop(5 * time.Second)
+	go k.Stop(5 * time.Second)
 	el = waitUntil(t, sig, skew+slack, xd+" (xdplb) MASTER after keepalived's SIGTERM", func() (bool, string) {
 		s := vrrpState(c, xd)
 		return s == stMaster, s
@@ -706,8 +706,8 @@ func seedMixed(t *testing.T, c *cluster.Cluster, interval, slack time.Duration) 
 		has, err := seedVIPOnEth0(c.Node(xd))
 		return has, fmt.Sprint(has, err)
 	})
-	<-k.done
-	k.waitGroupGone(5 * time.Second)
+	<-k.Done()
+	k.WaitGone(5 * time.Second)
 	mustVIPOnEth0(t, c.Node(kn), false)
 	qAt = waitUntil(t, sig, 5*time.Second, "a writer query through the VIP balanced by "+xd+" to db1", func() (bool, string) {
 		qctx, qcancel := context.WithTimeout(ctx, time.Second)

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/xdplb/xdplb/test/keepalived"
 	"github.com/xdplb/xdplb/test/netns"
 )
 
@@ -322,20 +322,6 @@ func delVIP(t *testing.T, n *netns.Node) {
 	}
 }
 
-// keepalivedProc is keepalived (VRRP only) running in the foreground in a node's namespace. Its
-// state is what its notify script last wrote.
-type keepalivedProc struct {
-	node      *netns.Node
-	conf      string
-	stateFile string
-	logPath   string
-	pidFile   string
-	vrrpPid   string
-	cmd       *exec.Cmd
-	done      chan struct{}
-	waitErr   error
-}
-
 // kaConf is a keepalived configuration of one instance.
 type kaConf struct {
 	version  int // 2 or 3 (vrrp_version in global_defs)
@@ -346,175 +332,28 @@ type kaConf struct {
 	authPass string // v2 PASS; "" = none
 }
 
-func (k *keepalivedProc) text(c kaConf, notify string) string {
-	var auth string
-	if c.authPass != "" {
-		auth = fmt.Sprintf("  authentication {\n    auth_type PASS\n    auth_pass %s\n  }\n", c.authPass)
-	}
-	return fmt.Sprintf(`global_defs {
-  router_id xdplb_test_ka
-  script_user root
-  enable_script_security
-  vrrp_version %d
-}
-vrrp_instance VI_%d {
-  state %s
-  interface %s
-  virtual_router_id %d
-  priority %d
-  advert_int %g
-%s  virtual_ipaddress {
-    %s/32
-  }
-  notify %s
-}
-`, c.version, c.vrid, c.state, netns.NodeLink, c.vrid, c.priority, c.interval.Seconds(), auth, vrVIP, notify)
-}
-
-// startKeepalived checks the configuration (`keepalived -t` in the namespace) and starts
-// `keepalived -n -l -D -P` in its own process group. In t.Cleanup the group gets SIGTERM
-// (SIGKILL after 5 s); its log goes to the test log when the test failed.
-func startKeepalived(t, top *testing.T, node *netns.Node, c kaConf) *keepalivedProc {
+// startKeepalived runs keepalived with c on node, the VIP on eth0 (keepalived.Start: config
+// checked, own process group, stopped and its log shown in top's cleanup).
+func startKeepalived(t, top *testing.T, node *netns.Node, c kaConf) *keepalived.Proc {
 	t.Helper()
-	dir := top.TempDir()
-	k := &keepalivedProc{
-		node: node, conf: filepath.Join(dir, "keepalived.conf"), stateFile: filepath.Join(dir, "state"),
-		logPath: filepath.Join(dir, "keepalived.log"), pidFile: filepath.Join(dir, "keepalived.pid"),
-		vrrpPid: filepath.Join(dir, "vrrp.pid"), done: make(chan struct{}),
-	}
-	script := filepath.Join(dir, "notify.sh")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$3\" >> "+k.stateFile+"\n"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(k.conf, []byte(k.text(c, script)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if out, err := node.Exec(ctx, "keepalived", "-t", "-f", k.conf); err != nil {
-		t.Fatalf("expected `keepalived -t -f %s` to accept:\n%s\nseen %v", k.conf, k.text(c, script), err)
-	} else if strings.TrimSpace(out) != "" {
-		t.Logf("keepalived -t: %s", strings.TrimSpace(out))
-	}
-	logf, err := os.Create(k.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-n", "-l", "-D", "-P", "-f", k.conf, "-p", k.pidFile, "-r", k.vrrpPid}
-	k.cmd = node.Command(context.Background(), "keepalived", args...)
-	k.cmd.Stdout, k.cmd.Stderr = logf, logf
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := k.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start keepalived in %s: %v", node.Name, err)
-	}
-	go func() {
-		k.waitErr = k.cmd.Wait()
-		logf.Close()
-		close(k.done)
-	}()
-	t.Logf("keepalived: pid %d in %s: v%d vrid %d priority %d advert_int %v state %s auth %t",
-		k.cmd.Process.Pid, node.Role, c.version, c.vrid, c.priority, c.interval, c.state, c.authPass != "")
-	top.Cleanup(func() {
-		k.stop(5 * time.Second)
-		if top.Failed() {
-			b, _ := os.ReadFile(k.logPath)
-			st, _ := os.ReadFile(k.stateFile)
-			top.Logf("keepalived log (%s):\n%s\nnotify states: %q", k.logPath, b, st)
-		}
+	k := keepalived.Start(t, top, node, keepalived.Config{
+		RouterID: "xdplb_test_ka", Instance: fmt.Sprintf("VI_%d", c.vrid), Interface: netns.NodeLink,
+		Version: c.version, VRID: c.vrid, Priority: c.priority, Interval: c.interval, State: c.state,
+		AuthPass: c.authPass, VIPs: []netip.Prefix{netip.PrefixFrom(vrVIP, 32)},
 	})
+	t.Logf("keepalived: pid %d in %s: v%d vrid %d priority %d advert_int %v state %s auth %t",
+		k.Pid(), node.Role, c.version, c.vrid, c.priority, c.interval, c.state, c.authPass != "")
 	return k
 }
 
-func (k *keepalivedProc) running() bool {
-	select {
-	case <-k.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// stop sends SIGTERM to the process group and waits for the parent; SIGKILL after timeout.
-// The VRRP child, in the same group, is waited for too.
-func (k *keepalivedProc) stop(timeout time.Duration) {
-	pgid := k.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-k.done:
-	case <-time.After(timeout):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-k.done
-	}
-	k.waitGroupGone(timeout)
-}
-
-// waitGroupGone waits until no live process of the group is left (the VRRP child, reparented,
-// may stay a zombie for a while: zombies do not count).
-func (k *keepalivedProc) waitGroupGone(timeout time.Duration) {
-	pgid := k.cmd.Process.Pid
-	deadline := time.Now().Add(timeout)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if groupAlive(pgid) {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	}
-	// Killed children are reaped by init, not by us: give it a moment, so that nothing named
-	// keepalived is left when the test ends.
-	for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// groupAlive reports whether a process of the group pgid is alive (not a zombie).
-func groupAlive(pgid int) bool {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, f := range stats {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(string(b[i+1:]))
-		if len(fields) >= 3 && fields[0] != "Z" && fields[2] == fmt.Sprint(pgid) {
-			return true
-		}
-	}
-	return false
-}
-
-// kill9 simulates the death of keepalived's machine: link down first, then SIGKILL to the whole
-// process group at once (the VRRP child would resign on its parent's death otherwise). It
-// returns when the link went down.
-func (k *keepalivedProc) kill9(t *testing.T) time.Time {
+// kill9Keepalived simulates the death of keepalived's machine: link down first, then SIGKILL to
+// the whole process group at once. It returns when the link went down.
+func kill9Keepalived(t *testing.T, k *keepalived.Proc) time.Time {
 	t.Helper()
-	linkSet(t, k.node, "down")
+	linkSet(t, k.Node, "down")
 	at := time.Now()
-	_ = syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL) // the whole group at once
-	<-k.done
+	k.Kill()
 	return at
-}
-
-// state is the state keepalived's notify script wrote last ("INIT" before any), DOWN when
-// keepalived is not running.
-func (k *keepalivedProc) state() string {
-	if !k.running() {
-		return stDown
-	}
-	b, err := os.ReadFile(k.stateFile)
-	if err != nil {
-		return "INIT"
-	}
-	lines := strings.Fields(string(b))
-	if len(lines) == 0 {
-		return "INIT"
-	}
-	return lines[len(lines)-1]
 }
 
 // vrrpRouter is one side of a VRRP pair as the sampler sees it.
@@ -527,8 +366,8 @@ func xdplbRouter(n *vrrpDirector) vrrpRouter {
 	return vrrpRouter{name: "xdplb@" + n.Role, state: n.state}
 }
 
-func keepalivedRouter(k *keepalivedProc) vrrpRouter {
-	return vrrpRouter{name: "keepalived@" + k.node.Role, state: k.state}
+func keepalivedRouter(k *keepalived.Proc) vrrpRouter {
+	return vrrpRouter{name: "keepalived@" + k.Node.Role, state: k.State}
 }
 
 func routerStates(rs []vrrpRouter) []string {

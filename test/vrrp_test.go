@@ -323,7 +323,7 @@ func testInterop(t *testing.T, bed *vrrpBed, version int, interval time.Duration
 		version, el.Round(time.Millisecond), mdK, longest.Round(time.Millisecond))
 
 	// 2. keepalived 150 Master, xdplb 100 Backup.
-	k.stop(5 * time.Second)
+	k.Stop(5 * time.Second)
 	B.reboot(t)
 	kc.priority, kc.state = 150, "MASTER"
 	k = startKeepalived(t, top, bed.ka, kc)
@@ -348,7 +348,7 @@ func testInterop(t *testing.T, bed *vrrpBed, version int, interval time.Duration
 	})
 
 	mdX = masterDown(version, 100, interval)
-	down = k.kill9(t)
+	down = kill9Keepalived(t, k)
 	el = waitStates(t, down, mdX+slack, "xdplb after keepalived's machine died", rsAll, stMaster, stDown)
 	waitFor(t, slack, "the VIP on xdplb's node", func() (bool, string) {
 		has, err := hasVIP(B.Node)
