@@ -4,11 +4,11 @@ BIN      := bin/xdplb
 VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 20s
-APT_PKGS := clang llvm bpftool ethtool iproute2 tcpdump nftables linux-libc-dev mariadb-server mariadb-client keepalived
+APT_PKGS := clang llvm bpftool ethtool iproute2 tcpdump nftables linux-libc-dev mariadb-server mariadb-client keepalived sysbench
 GENERATED := loader/xdplb_bpfel.go loader/xdplb_bpfel.o loader/xdplb_bpfeb.go loader/xdplb_bpfeb.o \
 	bench/baseline_bpfel.go bench/baseline_bpfel.o bench/baseline_bpfeb.go bench/baseline_bpfeb.o
 
-.PHONY: all build generate check-generate deps test bench bench-quick demo clean
+.PHONY: all build generate check-generate deps test bench bench-quick bench-soak demo clean
 
 all: build
 
@@ -56,12 +56,18 @@ test: deps check-generate
 	$(GO) test ./vrrp -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 # bench: data-plane cost per path against baselines measured in the same run.
-bench: build
+bench: deps build
 	@[ "$$(id -u)" = 0 ] || { echo "make bench needs root (BPF_PROG_TEST_RUN)"; exit 1; }
 	./$(BIN) bench
 
-bench-quick: build
+bench-quick: deps build
 	./$(BIN) bench --quick
+
+# bench-soak: issue 4's check that VRRP at 30 ms adverts does not flap in 5 minutes of full
+# data-plane load (the full `make bench` runs it for 1 minute).
+bench-soak: deps build
+	@[ "$$(id -u)" = 0 ] || { echo "make bench-soak needs root"; exit 1; }
+	./$(BIN) bench --only vrrp-load --vrrp-load-duration 5m
 
 # demo: the seeds' MySQL cluster in network namespaces (docs/demo.md): a client, a MariaDB primary
 # and two replicas that are also xdplb directors with VRRP. Narrates reads spread over the

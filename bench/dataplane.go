@@ -24,7 +24,7 @@ type Options struct {
 }
 
 // DefaultOptions are used by `xdplb bench`.
-func DefaultOptions() Options { return Options{Rounds: 7, Repeat: 20_000_000} }
+func DefaultOptions() Options { return Options{Rounds: 5, Repeat: 8_000_000} }
 
 // QuickOptions finish in a few seconds.
 func QuickOptions() Options { return Options{Rounds: 3, Repeat: 4_000_000} }
@@ -40,6 +40,10 @@ type Result struct {
 	Ratio    float64 `json:"ratio_to_swap_mac_tx"` // Median / baseline swap-MAC XDP_TX median
 	Target   float64 `json:"target_ratio,omitempty"`
 	Baseline bool    `json:"baseline"`
+	// Profile rows time the conntrack-hit path with one step left out (loader.WithProfSkip):
+	// StepNs = conntrack hit - this row is what that step costs.
+	Profile string  `json:"profile_step,omitempty"`
+	StepNs  float64 `json:"step_ns,omitempty"`
 }
 
 type benchCase struct {
@@ -49,6 +53,7 @@ type benchCase struct {
 	want     uint32 // expected XDP verdict, checked before timing
 	target   float64
 	baseline bool
+	profile  string
 }
 
 var (
@@ -91,21 +96,39 @@ func DataPlane(opts Options) ([]Result, error) {
 		return nil, err
 	}
 	defer lbNew.Close()
-	for _, o := range []*loader.Objects{lb, lbNew} {
+	objs := []*loader.Objects{lb, lbNew}
+	prof := make([]*loader.Objects, len(profSteps))
+	for i, st := range profSteps {
+		if prof[i], err = loader.Load(sizes, 0, loader.WithProfSkip(st.bits)); err != nil {
+			return nil, err
+		}
+		defer prof[i].Close()
+		objs = append(objs, prof[i])
+	}
+	for _, o := range objs {
 		if err := configure(o); err != nil {
+			return nil, fmt.Errorf("configure maps: %w", err)
+		}
+		if err := setOwnMAC(o, backendMAC); err != nil {
 			return nil, fmt.Errorf("configure maps: %w", err)
 		}
 	}
 
-	toVIP := frame(clientMAC, directorMAC, client, vip, 40000, 3306)
+	ours := backendMAC // the director's MAC in meta: see configure
+	toVIP := frame(clientMAC, ours, client, vip, 40000, 3306)
 	cases := []benchCase{
 		{name: "baseline: XDP_PASS only (harness floor)", prog: base.PassAll, pkt: toVIP, want: xdpPass, baseline: true},
 		{name: "baseline: swap MACs + XDP_TX (the limit)", prog: base.SwapMacTx, pkt: toVIP, want: xdpTX, baseline: true},
 		{name: "xdplb: conntrack hit", prog: lb.Program, pkt: toVIP, want: xdpTX, target: 2.0},
 		{name: "xdplb: new flow (Maglev + conntrack insert)", prog: lbNew.Program, pkt: toVIP, want: xdpTX, target: 3.0},
-		{name: "xdplb: peer pass", prog: lb.Program, pkt: frame(peerMAC, directorMAC, client, vip, 40001, 3306), want: xdpPass},
-		{name: "xdplb: non-VIP pass", prog: lb.Program, pkt: frame(clientMAC, directorMAC, client, other, 40002, 22), want: xdpPass},
-		{name: "xdplb: drop, no backend", prog: lb.Program, pkt: frame(clientMAC, directorMAC, client, vip, 40003, 3307), want: xdpDrop},
+		{name: "xdplb: peer pass", prog: lb.Program, pkt: frame(peerMAC, ours, client, vip, 40001, 3306), want: xdpPass},
+		{name: "xdplb: non-VIP pass", prog: lb.Program, pkt: frame(clientMAC, ours, client, other, 40002, 22), want: xdpPass},
+		{name: "xdplb: drop, no backend", prog: lb.Program, pkt: frame(clientMAC, ours, client, vip, 40003, 3307), want: xdpDrop},
+		{name: "xdplb: non-IP pass (counters + Ethernet)", prog: lb.Program, pkt: arpFrame(clientMAC), want: xdpPass},
+	}
+	for i, st := range profSteps {
+		cases = append(cases, benchCase{name: "conntrack hit without " + st.name, prog: prof[i].Program, pkt: toVIP,
+			want: xdpTX, profile: st.name})
 	}
 	for _, c := range cases {
 		got, err := c.prog.Run(&ebpf.RunOptions{Data: slices.Clone(c.pkt), DataOut: make([]byte, len(c.pkt)+64)})
@@ -135,7 +158,12 @@ func DataPlane(opts Options) ([]Result, error) {
 		slices.Sort(s)
 		med := s[len(s)/2]
 		res[i] = Result{Name: c.name, Verdict: verdictNames[c.want], Median: med, Min: s[0], Max: s[len(s)-1],
-			Mpps: 1e3 / med, Target: c.target, Baseline: c.baseline}
+			Mpps: 1e3 / med, Target: c.target, Baseline: c.baseline, Profile: c.profile}
+	}
+	for i := range res {
+		if res[i].Profile != "" {
+			res[i].StepNs = res[2].Median - res[i].Median
+		}
 	}
 	limit := res[1].Median
 	for i := range res {
@@ -169,6 +197,39 @@ func timeRun(prog *ebpf.Program, pkt []byte, repeat int) (float64, error) {
 			best[0], short, best[1], repeat)
 	}
 	return d, nil
+}
+
+// profSteps are the steps of the conntrack-hit path that can be left out for the profile: the
+// machines this runs on have no hardware counters for bpftool prog profile.
+var profSteps = []struct {
+	name string
+	bits uint32
+}{
+	{"peer lookup", loader.ProfSkipPeers},
+	{"own-MAC check", loader.ProfSkipOwnMAC},
+	{"clock read", loader.ProfSkipClock},
+	{"traffic counters", loader.ProfSkipTraffic},
+	{"all four", loader.ProfSkipPeers | loader.ProfSkipOwnMAC | loader.ProfSkipClock | loader.ProfSkipTraffic},
+}
+
+// setOwnMAC stores the director's MAC in meta as attach does, so timed frames take the own-MAC
+// check. The data-plane section uses the backend's MAC: repeats rewrite the same buffer, and from
+// the second run on the frame is addressed to the backend; it must still be "ours" to keep timing
+// one path. (Scaling leaves it unset; the profile shows the check costs under a nanosecond.)
+func setOwnMAC(o *loader.Objects, mac [6]byte) error {
+	l := o.Layout
+	l.Mac = mac
+	return o.Meta.Put(uint32(0), l)
+}
+
+// arpFrame is an ARP request: the cheapest way through the program (counters and the Ethernet
+// header only).
+func arpFrame(src [6]byte) []byte {
+	b := make([]byte, 42)
+	copy(b[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(b[6:12], src[:])
+	binary.BigEndian.PutUint16(b[12:], 0x0806)
+	return b
 }
 
 // configure sets up one TCP service VIP:3306 with one backend, a service VIP:3307 without
@@ -231,7 +292,12 @@ func frame(src, dst [6]byte, from, to netip.Addr, sport, dport uint16) []byte {
 func Print(w io.Writer, res []Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "path\tverdict\tns/pkt\tmin\tmax\tMpps/core\tx swap-MAC TX\ttarget\t")
+	var profile []Result
 	for _, r := range res {
+		if r.Profile != "" {
+			profile = append(profile, r)
+			continue
+		}
 		target := "-"
 		if r.Target > 0 {
 			mark := "ok"
@@ -242,6 +308,18 @@ func Print(w io.Writer, res []Result) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\t\n",
 			r.Name, r.Verdict, r.Median, r.Min, r.Max, r.Mpps, r.Ratio, target)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(profile) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "\nwhere the conntrack-hit time goes (the same path with steps left out; step = conntrack hit - row):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "path\tns/pkt\tmin\tmax\tstep ns\t")
+	for _, r := range profile {
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", r.Name, r.Median, r.Min, r.Max, r.StepNs)
 	}
 	return tw.Flush()
 }

@@ -34,11 +34,11 @@ type FailoverOptions struct {
 	Progress   io.Writer       // one line per round (nil: quiet)
 }
 
-// DefaultFailoverOptions: 5 rounds at 1 s, 100 ms and 30 ms.
+// DefaultFailoverOptions: 3 rounds at 1 s, 100 ms and 30 ms (more with --failover-rounds).
 func DefaultFailoverOptions(xdplb string) FailoverOptions {
 	return FailoverOptions{
 		Intervals: []time.Duration{time.Second, 100 * time.Millisecond, 30 * time.Millisecond},
-		Rounds:    5, XDPLB: xdplb, Keepalived: "/usr/sbin/keepalived", Mode: "generic",
+		Rounds:    3, XDPLB: xdplb, Keepalived: "/usr/sbin/keepalived", Mode: "generic",
 		ProbeEvery: 5 * time.Millisecond, Timeout: 100 * time.Millisecond,
 	}
 }

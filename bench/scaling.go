@@ -339,9 +339,9 @@ func wire16(v uint16) uint16 {
 	return binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, v))
 }
 
-// fillConntrack inserts flows [from, to) with BatchUpdate. The map is an LRU with per-CPU lists
-// (BPF_F_NO_COMMON_LRU): each CPU owns size/CPUs entries and an insert evicts from its own CPU's
-// list only. Chunks are inserted from each CPU in turn, as traffic spread over NIC queues would.
+// fillConntrack inserts flows [from, to) with BatchUpdate. Chunks are inserted from each CPU in
+// turn, as traffic spread over NIC queues would: the map has one common LRU list, but each CPU
+// keeps a small cache of free entries, which is where spreading shows.
 func fillConntrack(m *ebpf.Map, from, to int) error {
 	return fillConntrackStep(m, from, to, 0, nil)
 }
@@ -422,7 +422,7 @@ func evictionCheck() (ScalingResult, error) {
 	ncpu := runtime.NumCPU()
 	err = fillConntrackStep(o.Conntrack, 0, r.Inserted, step, func(done int) error {
 		if r.FirstEvictedAt == 0 {
-			// The oldest 64 flows of every CPU's list: chunk c of 4,096 went to CPU c.
+			// The oldest 64 flows of the first chunk of every CPU (chunk c of 4,096 went to CPU c).
 			for c := 0; c < ncpu && c*step < done; c++ {
 				g, err := countGone(o.Conntrack, c*step, c*step+64)
 				if err != nil {
@@ -482,7 +482,7 @@ func PrintScaling(w io.Writer, res []ScalingResult) error {
 			first = fmt.Sprintf("after %d inserts (%.1f%% of the size; checked every 4,096)",
 				ev.FirstEvictedAt, 100*float64(ev.FirstEvictedAt)/float64(ev.Size))
 		}
-		_, err := fmt.Fprintf(w, "conntrack LRU (size %d, per-CPU lists, inserts spread over %d CPUs): first eviction %s;\n"+
+		_, err := fmt.Fprintf(w, "conntrack LRU (size %d, one common list, inserts spread over %d CPUs): first eviction %s;\n"+
 			"of the first %d flows, %d gone when %d were inserted, %d gone after %d inserts (%d beyond the size)\n",
 			ev.Size, runtime.NumCPU(), first, ev.Size, ev.GoneAtSize, ev.Size, ev.GoneAtEnd, ev.Inserted, ev.Inserted-ev.Size)
 		return err

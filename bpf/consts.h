@@ -30,6 +30,12 @@
 #define PROTO_UDP 17
 #define PROTO_VRRP 112
 
+/* prof_skip bits (benchmarks only): leave one step of the path out. */
+#define PROF_SKIP_PEERS (1 << 0)   /* the peer-director lookup */
+#define PROF_SKIP_TRAFFIC (1 << 1) /* the per-service and per-backend traffic counters */
+#define PROF_SKIP_CLOCK (1 << 2)   /* bpf_ktime_get_coarse_ns() and the last_seen refresh */
+#define PROF_SKIP_OWN_MAC (1 << 3) /* the own-MAC (other host) check */
+
 #define NSEC_PER_SEC 1000000000ULL
 /* conntrack/persist last_seen is rewritten at most this often, so a busy flow does not dirty a
  * shared cache line on every packet. */

@@ -48,12 +48,12 @@ struct {
 	__array(values, struct ring);
 } maglev SEC(".maps");
 
-/* Established flows -> backend, written by the data path. Per-CPU LRU lists avoid a global
- * lock; a flow is always seen on one CPU per NIC queue. */
+/* Established flows -> backend, written by the data path. One common LRU list, not per-CPU ones
+ * (BPF_F_NO_COMMON_LRU): per-CPU lists split the size by the CPU count, and a single-queue NIC
+ * puts every flow on one CPU, so most of the table would go unused. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, DEFAULT_CONNTRACK);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, struct flow_key);
 	__type(value, struct flow);
 } conntrack SEC(".maps");

@@ -18,6 +18,10 @@ volatile const __u32 ring_size = DEFAULT_RING_SIZE;
 /* Benchmarks only: skip the conntrack lookup so every packet takes the new-flow path. Always 0 in
  * production, where the verifier sees the constant and removes the branch. */
 volatile const __u32 ct_bypass = 0;
+/* Benchmarks only: PROF_SKIP_* bits leave one step out, so `xdplb bench` can show what each step
+ * of the conntrack-hit path costs (no hardware counters for bpftool prog profile in VMs). Always
+ * 0 in production: the verifier sees the constant and removes the branches. */
+volatile const __u32 prof_skip = 0;
 
 
 static __always_inline int mac_set(const __u8 *m)
@@ -186,7 +190,7 @@ int xdplb_prog(struct xdp_md *ctx)
 	/* A unicast frame for another host reaches us when a switch floods it or the NIC is
 	 * promiscuous; forwarding it would duplicate the other host's traffic. */
 	{
-		struct layout *l = bpf_map_lookup_elem(&meta, &zero);
+		struct layout *l = (prof_skip & PROF_SKIP_OWN_MAC) ? NULL : bpf_map_lookup_elem(&meta, &zero);
 
 		if (l && mac_set(l->mac) && !mac_equal(l->mac, eth->h_dest)) {
 			c->pass_other_host++;
@@ -196,7 +200,7 @@ int xdplb_prog(struct xdp_md *ctx)
 
 	/* The loop rule: a peer director balanced this frame already; serve it locally. Checked
 	 * before conntrack, so an old entry can never send a peer's frame back out. */
-	{
+	if (!(prof_skip & PROF_SKIP_PEERS)) {
 		struct peer_key pk;
 
 		__builtin_memcpy(pk.mac, eth->h_source, 6);
@@ -211,14 +215,14 @@ int xdplb_prog(struct xdp_md *ctx)
 		return XDP_PASS; /* unreachable id: never forward on a corrupt entry */
 	}
 
-	now = bpf_ktime_get_coarse_ns();
+	now = (prof_skip & PROF_SKIP_CLOCK) ? 0 : bpf_ktime_get_coarse_ns();
 	f = ct_bypass ? NULL : bpf_map_lookup_elem(&conntrack, &p.flow);
 	if (f) {
 		be = backend_for(f->backend, svc->id);
 		if (be) {
 			c->ct_hit++;
 			be_id = f->backend;
-			if (now - f->last_seen > LAST_SEEN_GRANULARITY_NS) {
+			if (!(prof_skip & PROF_SKIP_CLOCK) && now - f->last_seen > LAST_SEEN_GRANULARITY_NS) {
 				f->last_seen = now;
 				/* A live flow keeps its client's persistence alive, as in IPVS. */
 				if (svc->persist_timeout && !(be->flags & BE_F_SORRY))
@@ -269,8 +273,10 @@ int xdplb_prog(struct xdp_md *ctx)
 			persist_touch(svc->id, p.flow.src, be_id, now, c);
 	}
 
-	count_traffic(&svc_stats, svc->id, bytes, new_flow);
-	count_traffic(&backend_stats, be_id, bytes, new_flow);
+	if (!(prof_skip & PROF_SKIP_TRAFFIC)) {
+		count_traffic(&svc_stats, svc->id, bytes, new_flow);
+		count_traffic(&backend_stats, be_id, bytes, new_flow);
+	}
 
 	if (be->flags & BE_F_LOCAL) {
 		c->pass_local++;

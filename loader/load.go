@@ -221,3 +221,19 @@ func checkKernel() error {
 	}
 	return nil
 }
+
+// Profiling knobs for benchmarks: each leaves one step of the data path out (bpf/consts.h).
+const (
+	ProfSkipPeers   = 1 << 0 // the peer-director lookup
+	ProfSkipTraffic = 1 << 1 // the per-service and per-backend traffic counters
+	ProfSkipClock   = 1 << 2 // bpf_ktime_get_coarse_ns() and the last_seen refresh
+	ProfSkipOwnMAC  = 1 << 3 // the own-MAC (other host) check
+)
+
+// WithProfSkip loads a program with the ProfSkip* steps left out, so a benchmark can show what
+// each step costs. Never used by attach: the result is not a correct load balancer.
+func WithProfSkip(bits uint32) LoadOption {
+	return func(spec *ebpf.CollectionSpec) error {
+		return spec.Variables["prof_skip"].Set(bits)
+	}
+}

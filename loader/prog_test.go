@@ -764,3 +764,27 @@ func TestXDPConntrackBypass(t *testing.T) {
 	}
 	wantFlow(t, e, key, 1) // still written: only the lookup is bypassed
 }
+
+// TestXDPProfSkip checks the profiling knob: a step left out really is (the traffic counters stay
+// zero), the packet is still forwarded, and without the knob the step runs.
+func TestXDPProfSkip(t *testing.T) {
+	for _, skip := range []bool{false, true} {
+		var opts []loader.LoadOption
+		if skip {
+			opts = append(opts, loader.WithProfSkip(loader.ProfSkipTraffic))
+		}
+		e := newProgEnv(t, opts...)
+		configure(e)
+		in := ack(vip4, 40000, portMySQL)
+		action, out := e.mustRun(in)
+		if mac := beMAC(1); action != xdpTX || !bytes.Equal(out[:6], mac[:]) {
+			t.Fatalf("skip=%v: %s to %x, want XDP_TX to backend 1", skip, actionName(action), out[:6])
+		}
+		want := loader.Traffic{Packets: 1, Bytes: uint64(len(in)), NewFlows: 1}
+		if skip {
+			want = loader.Traffic{}
+		}
+		wantTraffic(t, e, e.o.SvcStats, svcMySQL, want)
+		wantTraffic(t, e, e.o.BackendStats, 1, want)
+	}
+}

@@ -144,6 +144,7 @@ const (
 	xdplbProgXdplbProg   = "xdplb_prog"
 	xdplbVarCtBypass     = "ct_bypass"
 	xdplbVarHashSeed     = "hash_seed"
+	xdplbVarProfSkip     = "prof_skip"
 	xdplbVarRingSize     = "ring_size"
 )
 
@@ -215,6 +216,7 @@ type xdplbMapSpecs struct {
 type xdplbVariableSpecs struct {
 	CtBypass *ebpf.VariableSpec `ebpf:"ct_bypass"`
 	HashSeed *ebpf.VariableSpec `ebpf:"hash_seed"`
+	ProfSkip *ebpf.VariableSpec `ebpf:"prof_skip"`
 	RingSize *ebpf.VariableSpec `ebpf:"ring_size"`
 }
 
@@ -273,6 +275,7 @@ func (m *xdplbMaps) Close() error {
 type xdplbVariables struct {
 	CtBypass *ebpf.Variable `ebpf:"ct_bypass"`
 	HashSeed *ebpf.Variable `ebpf:"hash_seed"`
+	ProfSkip *ebpf.Variable `ebpf:"prof_skip"`
 	RingSize *ebpf.Variable `ebpf:"ring_size"`
 }
 

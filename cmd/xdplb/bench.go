@@ -3,8 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -12,229 +16,350 @@ import (
 	"github.com/xdplb/xdplb/bench"
 )
 
+// benchSections in the order they run. Each has a --NAME=false flag to skip it, and --only
+// picks a subset.
+var benchSections = []string{"dataplane", "control-plane", "scaling", "failover", "vrrp-load", "throughput", "sysbench"}
+
+// benchRun holds one invocation's settings and results while the sections run.
+type benchRun struct {
+	e       *env
+	c       *cli.Context
+	quick   bool
+	jsonOut bool
+	bin     string // xdplb binary for the failover and vrrp-load daemons
+	out     map[string]any
+	printed bool
+	took    []sectionTime
+}
+
+type sectionTime struct {
+	Section string  `json:"section"`
+	Seconds float64 `json:"seconds"`
+}
+
 func (e *env) benchCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "time every data-path branch against baseline XDP programs, in one run (needs root)",
-		Description: "Runs the program through BPF_PROG_TEST_RUN on one core and reports ns/packet per path\n" +
-			"beside a minimal swap-MAC XDP_TX program and an XDP_PASS-only program measured in the same\n" +
-			"run, with the ratio to the swap-MAC program. Nothing is attached; no traffic is sent.",
+		Usage: "measure xdplb beside baselines and the kernel's own balancing, in one run (needs root)",
+		Description: "Sections, in order: dataplane (BPF_PROG_TEST_RUN per path, ratio to a minimal swap-MAC XDP_TX\n" +
+			"program, and where the time goes), control-plane (Maglev build + apply, health-check CPU), scaling\n" +
+			"(services, backends, flows), failover (VRRP against keepalived), vrrp-load (no flap under load),\n" +
+			"throughput (live frames: swap-MAC vs xdplb vs nftables), sysbench (MySQL through the VIP vs direct).\n" +
+			"Everything runs in network namespaces it creates and removes, except --iface, which sends the\n" +
+			"throughput section's frames out of a real interface. See bench/README.md.",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "quick", Usage: "fewer rounds and repeats (a few seconds)"},
-			&cli.IntFlag{Name: "rounds", Usage: "interleaved rounds per path (median reported)"},
-			&cli.IntFlag{Name: "repeat", Usage: "runs per round"},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"},
-			&cli.BoolFlag{Name: "failover", Value: true, Usage: "measure VRRP failover time against keepalived in network namespaces (--failover=false: skip)"},
-			&cli.StringFlag{Name: "only", Usage: "run one section only: failover, vrrp-load or throughput"},
-			&cli.BoolFlag{Name: "throughput", Value: true, Usage: "live-frame throughput on veth: swap-MAC XDP_TX vs xdplb vs nftables netdev fwd (--throughput=false: skip)"},
-			&cli.DurationFlag{Name: "throughput-duration", Usage: "measured time per throughput case (default 10s, --quick 3s)"},
-			&cli.BoolFlag{Name: "vrrp-load", Value: true, Usage: "check that VRRP at 30 ms adverts does not flap while live frames load the Master's data path (5 min, --quick 20 s; --vrrp-load=false: skip)"},
-			&cli.DurationFlag{Name: "vrrp-load-duration", Usage: "how long the vrrp-load section loads the Master (default 5m, --quick 20s)"},
-			&cli.IntFlag{Name: "vrrp-load-threads", Usage: "live-frame generator threads of the vrrp-load section (default 2)"},
-			&cli.IntFlag{Name: "failover-rounds", Usage: "failovers per router and interval (default 5, --quick 1)"},
+			&cli.BoolFlag{Name: "quick", Usage: "fewer rounds, shorter runs (under a minute or two): a smoke test, not figures to publish"},
+			&cli.StringFlag{Name: "only", Usage: "run these sections only, comma-separated: " + strings.Join(benchSections, ", ")},
+			&cli.IntFlag{Name: "rounds", Usage: "interleaved rounds per data-path and scaling case (median reported)"},
+			&cli.IntFlag{Name: "repeat", Usage: "runs per round of a data-path and scaling case"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
+			&cli.BoolFlag{Name: "dataplane", Value: true, Usage: "per-packet cost of every path (--dataplane=false: skip)"},
+			&cli.BoolFlag{Name: "control-plane", Value: true, Usage: "Maglev build + apply and health-check CPU (--control-plane=false: skip)"},
+			&cli.BoolFlag{Name: "scaling", Value: true, Usage: "per-packet cost as services, backends and conntrack flows grow (--scaling=false: skip)"},
+			&cli.BoolFlag{Name: "failover", Value: true, Usage: "VRRP failover time against keepalived in network namespaces (--failover=false: skip)"},
+			&cli.IntFlag{Name: "failover-rounds", Usage: "failovers per router and interval (default 3, --quick 1)"},
 			&cli.StringFlag{Name: "keepalived", Value: "/usr/sbin/keepalived", Usage: "keepalived binary for the failover comparison ('' skips it)"},
-			&cli.StringFlag{Name: "xdplb", Usage: "xdplb binary run as the daemon in the failover section (default: this executable)"},
-			&cli.BoolFlag{Name: "scaling", Value: true, Usage: "time the data path as services, backends and conntrack flows grow (--scaling=false: skip)"},
+			&cli.StringFlag{Name: "xdplb", Usage: "xdplb binary run as the daemon in the failover and vrrp-load sections (default: this executable)"},
+			&cli.BoolFlag{Name: "vrrp-load", Value: true, Usage: "VRRP at 30 ms adverts must not flap while live frames load the Master (--vrrp-load=false: skip)"},
+			&cli.DurationFlag{Name: "vrrp-load-duration", Usage: "how long the vrrp-load section loads the Master (default 1m, --quick 20s; 5m is the soak test)"},
+			&cli.IntFlag{Name: "vrrp-load-threads", Usage: "live-frame generator threads of the vrrp-load section (default 2)"},
+			&cli.BoolFlag{Name: "throughput", Value: true, Usage: "live-frame throughput: swap-MAC XDP_TX vs xdplb vs nftables netdev fwd (--throughput=false: skip)"},
+			&cli.DurationFlag{Name: "throughput-duration", Usage: "measured time per throughput case (default 4s, --quick 1.5s)"},
+			&cli.StringFlag{Name: "iface", Usage: "run the throughput section on this existing interface instead of a veth pair: frames are really sent out of it (needs --iface-dst)"},
+			&cli.StringFlag{Name: "iface-dst", Usage: "with --iface: destination MAC of the frames sent, a host that may receive and drop them"},
+			&cli.BoolFlag{Name: "sysbench", Value: true, Usage: "sysbench oltp_read_only through the VIP vs straight to a MariaDB real server (--sysbench=false: skip)"},
+			&cli.DurationFlag{Name: "sysbench-duration", Usage: "length of each sysbench run"},
 			&cli.StringFlag{Name: "results-dir", Value: "bench/results", Usage: "write the results of every section run to DIR/<date>.json"},
 			&cli.BoolFlag{Name: "no-results", Usage: "do not write the results file"},
 		},
-		Action: func(c *cli.Context) (err error) {
+		Action: func(c *cli.Context) error {
 			if _, err := positional(c); err != nil {
 				return err
 			}
-			opts := bench.DefaultOptions()
-			if c.Bool("quick") {
-				opts = bench.QuickOptions()
+			run, todo, err := e.newBenchRun(c)
+			if err != nil {
+				return err
 			}
-			if n := c.Int("rounds"); n != 0 {
-				opts.Rounds = n
+			start := time.Now()
+			for _, s := range todo {
+				t0 := time.Now()
+				if err := run.section(s); err != nil {
+					return fmt.Errorf("%s: %w", s, err)
+				}
+				run.took = append(run.took, sectionTime{s, time.Since(t0).Seconds()})
 			}
-			if n := c.Int("repeat"); n != 0 {
-				opts.Repeat = n
-			}
-			if opts.Rounds < 1 || opts.Repeat < 100 {
-				return usagef("--rounds must be >= 1 and --repeat >= 100")
-			}
-			if os.Geteuid() != 0 {
-				return fmt.Errorf("xdplb bench needs root (BPF_PROG_TEST_RUN): run it with sudo")
-			}
-			only := c.String("only")
-			if only != "" && only != "failover" && only != "vrrp-load" && only != "throughput" && only != "scaling" {
-				return usagef("--only: want failover, vrrp-load, throughput or scaling")
-			}
-			quick := c.Bool("quick")
-			out := map[string]any{"options": opts, "cpus": runtime.NumCPU()}
-			defer func() {
-				if err == nil {
-					err = e.writeBenchResults(c, out)
-				}
-			}()
-			var (
-				res       []bench.Result
-				mg        []bench.MaglevResult
-				hc        bench.HealthResult
-				mgRounds  = 7
-				healthFor = 10 * time.Second
-			)
-			if only == "" {
-				var err error
-				if res, err = bench.DataPlane(opts); err != nil {
-					return err
-				}
-				if quick {
-					mgRounds, healthFor = 3, 3*time.Second
-				}
-				if mg, err = bench.Maglev(mgRounds); err != nil {
-					return fmt.Errorf("control plane: %w", err)
-				}
-				if hc, err = bench.HealthCPU(1000, healthFor); err != nil {
-					return fmt.Errorf("health checks: %w", err)
-				}
-				out["dataplane"], out["maglev"], out["health_checks"] = res, mg, hc
-			}
-			var sc []bench.ScalingResult
-			doScaling := only == "scaling" || (only == "" && c.Bool("scaling"))
-			if doScaling {
-				sopts := bench.DefaultScalingOptions()
-				if quick {
-					sopts = bench.QuickScalingOptions()
-				}
-				if c.Int("rounds") != 0 || c.Int("repeat") != 0 {
-					sopts.Rounds, sopts.Repeat = opts.Rounds, opts.Repeat
-				}
-				var err error
-				if sc, err = bench.Scaling(sopts); err != nil {
-					return fmt.Errorf("scaling: %w", err)
-				}
-				out["scaling"] = sc
-			}
-			var fo []bench.FailoverResult
-			var fopts bench.FailoverOptions
-			doFailover := only == "failover" || (only == "" && c.Bool("failover"))
-			doVRRPLoad := only == "vrrp-load" || (only == "" && c.Bool("vrrp-load"))
-			bin := c.String("xdplb")
-			if bin == "" && (doFailover || doVRRPLoad) {
-				exe, err := os.Executable()
-				if err != nil {
-					return fmt.Errorf("failover: find this executable: %w (use --xdplb PATH)", err)
-				}
-				bin = exe
-			}
-			if doFailover {
-				fopts = bench.DefaultFailoverOptions(bin)
-				if quick {
-					fopts = bench.QuickFailoverOptions(bin)
-				}
-				fopts.Keepalived = c.String("keepalived")
-				if n := c.Int("failover-rounds"); n != 0 {
-					fopts.Rounds = n
-				}
-				if !c.Bool("json") {
-					fopts.Progress = e.stderr
-				}
-				var err error
-				if fo, err = bench.Failover(fopts); err != nil {
-					return err
-				}
-				out["failover"] = fo
-			}
-			var vl bench.VRRPLoadResult
-			if doVRRPLoad {
-				vopts := bench.DefaultVRRPLoadOptions(bin)
-				if quick {
-					vopts = bench.QuickVRRPLoadOptions(bin)
-				}
-				if d := c.Duration("vrrp-load-duration"); d != 0 {
-					vopts.Duration = d
-				}
-				if n := c.Int("vrrp-load-threads"); n != 0 {
-					vopts.Generators = n
-				}
-				if !c.Bool("json") {
-					vopts.Progress = e.stderr
-				}
-				var err error
-				if vl, err = bench.VRRPUnderLoad(vopts); err != nil {
-					return err
-				}
-				out["vrrp_under_load"] = vl
-			}
-			var tp bench.ThroughputResult
-			doThroughput := only == "throughput" || (only == "" && c.Bool("throughput"))
-			if doThroughput {
-				topts := bench.DefaultThroughputOptions()
-				if quick {
-					topts = bench.QuickThroughputOptions()
-				}
-				if d := c.Duration("throughput-duration"); d != 0 {
-					topts.Duration = d
-				}
-				if !c.Bool("json") {
-					topts.Progress = e.stderr
-				}
-				var err error
-				if tp, err = bench.Throughput(topts); err != nil {
-					return err
-				}
-				out["throughput"] = tp
-			}
-			if c.Bool("json") {
+			run.out["elapsed"] = map[string]any{"total_seconds": time.Since(start).Seconds(), "sections": run.took}
+			if run.jsonOut {
 				enc := json.NewEncoder(e.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(out)
-			}
-			if only == "" {
-				fmt.Fprintf(e.stdout, "data path, BPF_PROG_TEST_RUN, %d rounds x %d runs, median per path:\n", opts.Rounds, opts.Repeat)
-				if err := bench.Print(e.stdout, res); err != nil {
+				if err := enc.Encode(run.out); err != nil {
 					return err
 				}
-				fmt.Fprintf(e.stdout, "\ncontrol plane (median of %d rounds, ring size 65537):\n", mgRounds)
-				if err := bench.PrintControlPlane(e.stdout, mg, hc); err != nil {
-					return err
+			} else {
+				parts := make([]string, len(run.took))
+				for i, t := range run.took {
+					parts[i] = fmt.Sprintf("%s %s", t.Section, time.Duration(t.Seconds*float64(time.Second)).Round(time.Second))
 				}
+				fmt.Fprintf(e.stdout, "\nbench took %s: %s\n", time.Since(start).Round(time.Second), strings.Join(parts, ", "))
 			}
-			if doScaling {
-				if only == "" {
-					fmt.Fprintln(e.stdout)
-				}
-				fmt.Fprintln(e.stdout, "scaling, BPF_PROG_TEST_RUN, median per row; target: services and backends rows within 10% of the first row:")
-				if err := bench.PrintScaling(e.stdout, sc); err != nil {
-					return err
-				}
-			}
-			if doFailover {
-				if only == "" {
-					fmt.Fprintln(e.stdout)
-				}
-				fmt.Fprintf(e.stdout, "failover: Master A (priority 150) link down + kill -9 -> first answer from B (priority 100) through the VIP,\n"+
-					"client probes every %v; the kill falls at a random phase of A's advert period, so 'from last advert' (A's last advert\n"+
-					"-> first answer) is the phase-free figure: target 3 x interval + Skew_Time(100) + 20 ms on the max of both; VRRPv2 at 1s, v3 below:\n", fopts.ProbeEvery)
-				if err := bench.PrintFailover(e.stdout, fo); err != nil {
-					return err
-				}
-			}
-			if doVRRPLoad {
-				if only == "" {
-					fmt.Fprintln(e.stdout)
-				}
-				fmt.Fprintf(e.stdout, "VRRP under load: A (priority 150, Master) and B (100), VRRPv3 at %v; live frames (XDP_TX on A's bridge-side\n"+
-					"veth peer) to VIP:%d straight into A's XDP program, balanced to B and XDP_TX'd; both states sampled every interval:\n",
-					time.Duration(vl.IntervalMs*float64(time.Millisecond)), 3306)
-				if err := bench.PrintVRRPLoad(e.stdout, vl); err != nil {
-					return err
-				}
-			}
-			if doThroughput {
-				if only == "" || doVRRPLoad || doFailover {
-					fmt.Fprintln(e.stdout)
-				}
-				fmt.Fprintf(e.stdout, "throughput on veth, live frames, %.0f s per case: (a) minimal swap-MAC XDP_TX, (b) xdplb, (c) nftables netdev ingress\n"+
-					"ether daddr map + fwd; delivered = counted at the receiving veth's XDP program; target (b) >= 0.9x (a) and >= 4x (c):\n", tp.DurationS)
-				return bench.PrintThroughput(e.stdout, tp)
-			}
-			return nil
+			return e.writeBenchResults(c, run.out)
 		},
 	}
+}
+
+// newBenchRun checks the flags and returns the sections to run.
+func (e *env) newBenchRun(c *cli.Context) (*benchRun, []string, error) {
+	if n := c.Int("rounds"); c.IsSet("rounds") && n < 1 {
+		return nil, nil, usagef("--rounds must be >= 1")
+	}
+	if n := c.Int("repeat"); c.IsSet("repeat") && n < 100 {
+		return nil, nil, usagef("--repeat must be >= 100")
+	}
+	for _, f := range []string{"vrrp-load-duration", "throughput-duration", "sysbench-duration"} {
+		if c.IsSet(f) && c.Duration(f) <= 0 {
+			return nil, nil, usagef("--%s must be positive", f)
+		}
+	}
+	if c.IsSet("failover-rounds") && c.Int("failover-rounds") < 1 {
+		return nil, nil, usagef("--failover-rounds must be >= 1")
+	}
+	if c.IsSet("vrrp-load-threads") && c.Int("vrrp-load-threads") < 1 {
+		return nil, nil, usagef("--vrrp-load-threads must be >= 1")
+	}
+	var todo []string
+	if only := c.String("only"); only != "" {
+		for _, s := range strings.Split(only, ",") {
+			s = strings.TrimSpace(s)
+			if !slices.Contains(benchSections, s) {
+				return nil, nil, usagef("--only: unknown section %q; want one or more of %s", s, strings.Join(benchSections, ", "))
+			}
+			if !slices.Contains(todo, s) {
+				todo = append(todo, s)
+			}
+		}
+		// Run in the usual order whatever order they were given in.
+		slices.SortFunc(todo, func(a, b string) int { return slices.Index(benchSections, a) - slices.Index(benchSections, b) })
+	} else {
+		for _, s := range benchSections {
+			if c.Bool(s) {
+				todo = append(todo, s)
+			}
+		}
+	}
+	if len(todo) == 0 {
+		return nil, nil, usagef("no section left to run")
+	}
+	if c.IsSet("iface-dst") && !c.IsSet("iface") {
+		return nil, nil, usagef("--iface-dst needs --iface")
+	}
+	if c.IsSet("iface") {
+		if !slices.Contains(todo, "throughput") {
+			return nil, nil, usagef("--iface is used by the throughput section, which is not run")
+		}
+		if c.String("iface-dst") == "" {
+			return nil, nil, usagef("--iface sends frames out of %s: give --iface-dst MAC, a host that may receive and drop them", c.String("iface"))
+		}
+		if _, err := net.ParseMAC(c.String("iface-dst")); err != nil {
+			return nil, nil, usagef("--iface-dst %q: %v", c.String("iface-dst"), err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return nil, nil, fmt.Errorf("xdplb bench needs root (BPF_PROG_TEST_RUN, network namespaces): run it with sudo")
+	}
+	run := &benchRun{e: e, c: c, quick: c.Bool("quick"), jsonOut: c.Bool("json"),
+		out: map[string]any{"cpus": runtime.NumCPU(), "sections_run": todo}}
+	if slices.Contains(todo, "failover") || slices.Contains(todo, "vrrp-load") {
+		run.bin = c.String("xdplb")
+		if run.bin == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, nil, fmt.Errorf("find this executable: %w (use --xdplb PATH)", err)
+			}
+			run.bin = exe
+		}
+	}
+	return run, todo, nil
+}
+
+// progress is where sections narrate while they run: stderr, unless the output is JSON.
+func (r *benchRun) progress() io.Writer {
+	if r.jsonOut {
+		return nil
+	}
+	return r.e.stderr
+}
+
+// heading prints a section's title, with a blank line before all but the first.
+func (r *benchRun) heading(format string, args ...any) {
+	if r.printed {
+		fmt.Fprintln(r.e.stdout)
+	}
+	r.printed = true
+	fmt.Fprintf(r.e.stdout, format, args...)
+}
+
+func (r *benchRun) section(name string) error {
+	c, w := r.c, r.e.stdout
+	switch name {
+	case "dataplane":
+		opts := bench.DefaultOptions()
+		if r.quick {
+			opts = bench.QuickOptions()
+		}
+		if c.IsSet("rounds") {
+			opts.Rounds = c.Int("rounds")
+		}
+		if c.IsSet("repeat") {
+			opts.Repeat = c.Int("repeat")
+		}
+		res, err := bench.DataPlane(opts)
+		if err != nil {
+			return err
+		}
+		r.out["dataplane_options"], r.out["dataplane"] = opts, res
+		if r.jsonOut {
+			return nil
+		}
+		r.heading("data path, BPF_PROG_TEST_RUN, %d rounds x %d runs, median per path:\n", opts.Rounds, opts.Repeat)
+		return bench.Print(w, res)
+
+	case "control-plane":
+		rounds, healthFor := 7, 10*time.Second
+		if r.quick {
+			rounds, healthFor = 3, 3*time.Second
+		}
+		mg, err := bench.Maglev(rounds)
+		if err != nil {
+			return err
+		}
+		hc, err := bench.HealthCPU(1000, healthFor)
+		if err != nil {
+			return fmt.Errorf("health checks: %w", err)
+		}
+		r.out["maglev"], r.out["health_checks"] = mg, hc
+		if r.jsonOut {
+			return nil
+		}
+		r.heading("control plane (median of %d rounds, ring size 65537):\n", rounds)
+		return bench.PrintControlPlane(w, mg, hc)
+
+	case "scaling":
+		opts := bench.DefaultScalingOptions()
+		if r.quick {
+			opts = bench.QuickScalingOptions()
+		}
+		if c.IsSet("rounds") {
+			opts.Rounds = c.Int("rounds")
+		}
+		if c.IsSet("repeat") {
+			opts.Repeat = c.Int("repeat")
+		}
+		sc, err := bench.Scaling(opts)
+		if err != nil {
+			return err
+		}
+		r.out["scaling"] = sc
+		if r.jsonOut {
+			return nil
+		}
+		r.heading("scaling, BPF_PROG_TEST_RUN, median per row; target: services and backends rows within 10%% of the first row:\n")
+		return bench.PrintScaling(w, sc)
+
+	case "failover":
+		opts := bench.DefaultFailoverOptions(r.bin)
+		if r.quick {
+			opts = bench.QuickFailoverOptions(r.bin)
+		}
+		opts.Keepalived = c.String("keepalived")
+		if c.IsSet("failover-rounds") {
+			opts.Rounds = c.Int("failover-rounds")
+		}
+		opts.Progress = r.progress()
+		fo, err := bench.Failover(opts)
+		if err != nil {
+			return err
+		}
+		r.out["failover"] = fo
+		if r.jsonOut {
+			return nil
+		}
+		r.heading("failover: Master A (priority 150) link down + kill -9 -> first answer from B (priority 100) through the VIP,\n"+
+			"client probes every %v; the kill falls at a random phase of A's advert period, so 'from last advert' (A's last advert\n"+
+			"-> first answer) is the phase-free figure: target 3 x interval + Skew_Time(100) + 20 ms on the max of both; VRRPv2 at 1s, v3 below:\n", opts.ProbeEvery)
+		return bench.PrintFailover(w, fo)
+
+	case "vrrp-load":
+		opts := bench.DefaultVRRPLoadOptions(r.bin)
+		if r.quick {
+			opts = bench.QuickVRRPLoadOptions(r.bin)
+		}
+		if c.IsSet("vrrp-load-duration") {
+			opts.Duration = c.Duration("vrrp-load-duration")
+		}
+		if c.IsSet("vrrp-load-threads") {
+			opts.Generators = c.Int("vrrp-load-threads")
+		}
+		opts.Progress = r.progress()
+		vl, err := bench.VRRPUnderLoad(opts)
+		if err != nil {
+			return err
+		}
+		r.out["vrrp_under_load"] = vl
+		if r.jsonOut {
+			return nil
+		}
+		r.heading("VRRP under load: A (priority 150, Master) and B (100), VRRPv3 at %v; live frames (XDP_TX on A's bridge-side\n"+
+			"veth peer) to VIP:%d straight into A's XDP program, balanced to B and XDP_TX'd; both states sampled every interval:\n",
+			time.Duration(vl.IntervalMs*float64(time.Millisecond)), 3306)
+		return bench.PrintVRRPLoad(w, vl)
+
+	case "throughput":
+		opts := bench.DefaultThroughputOptions()
+		if r.quick {
+			opts = bench.QuickThroughputOptions()
+		}
+		if c.IsSet("throughput-duration") {
+			opts.Duration = c.Duration("throughput-duration")
+		}
+		if c.IsSet("iface") {
+			opts.Iface = c.String("iface")
+			opts.IfaceDst, _ = net.ParseMAC(c.String("iface-dst")) // checked in newBenchRun
+		}
+		opts.Progress = r.progress()
+		tp, err := bench.Throughput(opts)
+		if err != nil {
+			return err
+		}
+		r.out["throughput"] = tp
+		if r.jsonOut {
+			return nil
+		}
+		r.heading("throughput on %s, live frames, %g s per case: (a) minimal XDP_TX program, (b) xdplb, (c) nftables netdev ingress\n"+
+			"ether daddr map + fwd; (a) and (b) interleaved in 0.5 s slices; target (b) >= 0.9x (a) and >= 4x (c):\n", tp.Where, tp.DurationS)
+		return bench.PrintThroughput(w, tp)
+
+	case "sysbench":
+		opts := bench.DefaultSysbenchOptions()
+		if r.quick {
+			opts = bench.QuickSysbenchOptions()
+		}
+		if c.IsSet("sysbench-duration") {
+			opts.Duration = c.Duration("sysbench-duration")
+		}
+		opts.Progress = r.progress()
+		sb, err := bench.Sysbench(opts)
+		if err != nil {
+			return err
+		}
+		r.out["sysbench"] = sb
+		if r.jsonOut {
+			return nil
+		}
+		r.heading("sysbench oltp_read_only, %d threads, a MariaDB real server straight (direct) and through the VIP with xdplb\n"+
+			"attached natively (vip-native) and in generic mode (vip-generic), runs rotated; target: each VIP path >= 0.97x direct tps:\n", opts.Threads)
+		return bench.PrintSysbench(w, sb)
+	}
+	return fmt.Errorf("unknown section %q", name)
 }
 
 // writeBenchResults writes every section's results to --results-dir unless --no-results, and
