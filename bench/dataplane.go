@@ -24,10 +24,10 @@ type Options struct {
 }
 
 // DefaultOptions are used by `xdplb bench`.
-func DefaultOptions() Options { return Options{Rounds: 5, Repeat: 8_000_000} }
+func DefaultOptions() Options { return Options{Rounds: 5, Repeat: 6_000_000} }
 
 // QuickOptions finish in a few seconds.
-func QuickOptions() Options { return Options{Rounds: 3, Repeat: 4_000_000} }
+func QuickOptions() Options { return Options{Rounds: 3, Repeat: 1_000_000} }
 
 // Result is one path's time per packet.
 type Result struct {

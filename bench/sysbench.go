@@ -53,7 +53,7 @@ func DefaultSysbenchOptions() SysbenchOptions {
 // QuickSysbenchOptions: 1 round of 3 s runs on each path; about 20 s in all.
 func QuickSysbenchOptions() SysbenchOptions {
 	o := DefaultSysbenchOptions()
-	o.Duration = 3 * time.Second
+	o.Duration = 2 * time.Second
 	o.Rounds = 1
 	return o
 }

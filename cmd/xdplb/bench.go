@@ -48,7 +48,7 @@ func (e *env) benchCmd() *cli.Command {
 			"Everything runs in network namespaces it creates and removes, except --iface, which sends the\n" +
 			"throughput section's frames out of a real interface. See bench/README.md.",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "quick", Usage: "fewer rounds, shorter runs (under a minute or two): a smoke test, not figures to publish"},
+			&cli.BoolFlag{Name: "quick", Usage: "fewer rounds, shorter runs, no failover or vrrp-load unless named (under a minute): a smoke test, not figures to publish"},
 			&cli.StringFlag{Name: "only", Usage: "run these sections only, comma-separated: " + strings.Join(benchSections, ", ")},
 			&cli.IntFlag{Name: "rounds", Usage: "interleaved rounds per data-path and scaling case (median reported)"},
 			&cli.IntFlag{Name: "repeat", Usage: "runs per round of a data-path and scaling case"},
@@ -141,7 +141,10 @@ func (e *env) newBenchRun(c *cli.Context) (*benchRun, []string, error) {
 		slices.SortFunc(todo, func(a, b string) int { return slices.Index(benchSections, a) - slices.Index(benchSections, b) })
 	} else {
 		for _, s := range benchSections {
-			if c.Bool(s) {
+			// --quick stays under a minute: the two VRRP sections take minutes, so they run
+			// only when asked for.
+			slow := s == "failover" || s == "vrrp-load"
+			if c.Bool(s) && (!c.Bool("quick") || !slow || c.IsSet(s)) {
 				todo = append(todo, s)
 			}
 		}
@@ -226,7 +229,7 @@ func (r *benchRun) section(name string) error {
 	case "control-plane":
 		rounds, healthFor := 7, 10*time.Second
 		if r.quick {
-			rounds, healthFor = 3, 3*time.Second
+			rounds, healthFor = 1, 2*time.Second
 		}
 		mg, err := bench.Maglev(rounds)
 		if err != nil {

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -30,5 +34,95 @@ func TestBenchBadArgs(t *testing.T) {
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("bench %v: want exit 2 with %q; got %v", tc.args, tc.want, r)
 		}
+	}
+}
+
+// TestBenchQuickSections runs the in-kernel sections end to end through the CLI (root): every
+// data-path case and profile row is there with the verdict it must have, the sections' results
+// are in the JSON on stdout and in the results file, with the machine header.
+func TestBenchQuickSections(t *testing.T) {
+	dir := t.TempDir()
+	r := runCLI("bench", "--quick", "--only", "scaling,dataplane,control-plane", "--rounds", "1", "--repeat", "2000000",
+		"--json", "--results-dir", dir)
+	if r.code != 0 {
+		t.Fatalf("bench: %v", r)
+	}
+	var out struct {
+		Dataplane []struct {
+			Name    string  `json:"name"`
+			Verdict string  `json:"verdict"`
+			Ns      float64 `json:"ns_per_packet"`
+			Ratio   float64 `json:"ratio_to_swap_mac_tx"`
+			Profile string  `json:"profile_step"`
+		} `json:"dataplane"`
+		Maglev  []json.RawMessage `json:"maglev"`
+		Scaling []struct {
+			Series string  `json:"series"`
+			Ns     float64 `json:"ns_per_packet"`
+		} `json:"scaling"`
+		Sections []string `json:"sections_run"`
+		Elapsed  struct {
+			Sections []struct{ Section string } `json:"sections"`
+		} `json:"elapsed"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, r.stdout)
+	}
+	if want := []string{"dataplane", "control-plane", "scaling"}; !slices.Equal(out.Sections, want) {
+		t.Errorf("sections run %v, want %v (the usual order)", out.Sections, want)
+	}
+	if len(out.Elapsed.Sections) != 3 {
+		t.Errorf("elapsed: %+v, want one entry per section", out.Elapsed)
+	}
+	verdicts := map[string]string{}
+	profile := 0
+	for _, d := range out.Dataplane {
+		if d.Ns <= 0 || d.Ratio <= 0 {
+			t.Errorf("%s: %v ns, ratio %v: want positive", d.Name, d.Ns, d.Ratio)
+		}
+		if d.Profile != "" {
+			profile++
+			if d.Verdict != "TX" {
+				t.Errorf("profile row %q: verdict %s, want TX (the conntrack-hit path)", d.Name, d.Verdict)
+			}
+			continue
+		}
+		verdicts[d.Name] = d.Verdict
+	}
+	for name, want := range map[string]string{
+		"xdplb: conntrack hit": "TX", "xdplb: peer pass": "PASS", "xdplb: non-VIP pass": "PASS",
+		"xdplb: drop, no backend": "DROP", "xdplb: new flow (Maglev + conntrack insert)": "TX",
+	} {
+		if verdicts[name] != want {
+			t.Errorf("%s: verdict %q, want %s (rows: %v)", name, verdicts[name], want, verdicts)
+		}
+	}
+	if profile != 5 {
+		t.Errorf("%d profile rows, want 5", profile)
+	}
+	if len(out.Maglev) == 0 || len(out.Scaling) == 0 {
+		t.Errorf("maglev %d rows, scaling %d rows: want both", len(out.Maglev), len(out.Scaling))
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(files) != 1 || !strings.Contains(r.stderr, files[0]) {
+		t.Fatalf("results files %v; stderr %q should name the one written", files, r.stderr)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Header struct {
+			Kernel string `json:"kernel"`
+			Mode   string `json:"mode"`
+			Go     string `json:"go"`
+		} `json:"header"`
+		Results map[string]json.RawMessage `json:"results"`
+	}
+	if err := json.Unmarshal(b, &file); err != nil {
+		t.Fatalf("%s: %v", files[0], err)
+	}
+	if file.Header.Kernel == "" || file.Header.Mode != "quick" || file.Header.Go == "" || file.Results["dataplane"] == nil {
+		t.Errorf("%s: header %+v, sections %d: want kernel, go, mode quick and the dataplane section", files[0], file.Header, len(file.Results))
 	}
 }
