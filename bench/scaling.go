@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -37,8 +38,10 @@ func QuickScalingOptions() ScalingOptions {
 const ScalingTargetPct = 10
 
 // ScalingResult is one point of a series, or (Series "eviction") the conntrack LRU eviction check.
+// In flows-cold rows, Median, Min and Max are of the per-round difference wrapper+xdplb -
+// wrapper+swap-MAC.
 type ScalingResult struct {
-	Series string  `json:"series"` // services, backends, flows, eviction
+	Series string  `json:"series"` // services, backends, flows, flows-cold, eviction
 	Path   string  `json:"path"`   // conntrack hit, new flow
 	N      int     `json:"n"`      // services, backends in the service, or live flows in conntrack
 	Median float64 `json:"ns_per_packet,omitempty"`
@@ -48,6 +51,16 @@ type ScalingResult struct {
 	// TargetPct: the row must be within this many % of the first row (0: no target).
 	TargetPct float64 `json:"target_pct,omitempty"`
 	OK        *bool   `json:"target_ok,omitempty"`
+
+	// Flows-cold only: medians of the two timed programs, and what xdplb's stats counters
+	// counted over the timed calls (every timed packet must be a conntrack hit).
+	XdplbNs    float64 `json:"xdplb_ns,omitempty"`    // wrapper + xdplb
+	BaselineNs float64 `json:"baseline_ns,omitempty"` // wrapper + swap-MAC XDP_TX
+	Repeat     int     `json:"repeat,omitempty"`      // runs of wrapper+xdplb's long call (see coldRefNs)
+	BaseRepeat int     `json:"baseline_repeat,omitempty"`
+	TimedRuns  uint64  `json:"timed_runs,omitempty"` // xdplb packets in the timed calls
+	CtHits     uint64  `json:"ct_hits,omitempty"`
+	NewFlows   uint64  `json:"new_flows,omitempty"`
 
 	// Eviction only.
 	Size           int `json:"conntrack_size,omitempty"`
@@ -74,8 +87,9 @@ func Scaling(opts ScalingOptions) ([]ScalingResult, error) {
 	svcN, beN := []int{1, 10, 100, 1000}, []int{1, 100, 1000, 10000}
 	ctSize := int(loader.DefaultSizes().Conntrack)
 	flowN := []int{1, 1000, 100_000, ctSize}
+	coldN := []int{1, 1000, 10_000, 100_000, 1_000_000}
 	if opts.Quick {
-		svcN, beN, flowN = []int{1, 1000}, []int{1, 10000}, []int{1, 100_000}
+		svcN, beN, flowN, coldN = []int{1, 1000}, []int{1, 10000}, []int{1, 100_000}, []int{1, 100_000}
 	}
 	var objs []*loader.Objects
 	defer func() {
@@ -186,6 +200,12 @@ func Scaling(opts ScalingOptions) ([]ScalingResult, error) {
 		o.Close()
 	}
 	objs = nil
+
+	// (d) live flows in conntrack, each packet a different one
+	if res, err = flowsCold(coldN, opts); err != nil {
+		return nil, fmt.Errorf("flows-cold: %w", err)
+	}
+	out = append(out, res...)
 
 	if opts.Quick {
 		return out, nil // the eviction check fills 1.3 million entries: full runs only
@@ -342,15 +362,228 @@ func wire16(v uint16) uint16 {
 	return binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, v))
 }
 
+// coldSport is the source port of the flows-cold frame; the wrapper changes only the address.
+const coldSport = 40000
+
+// coldSrc is the source address flowWrapperProg writes for flow n: tpFlowBase|n, as it computes it.
+func coldSrc(n int) netip.Addr {
+	var a [4]byte
+	binary.BigEndian.PutUint32(a[:], tpFlowBase|uint32(n))
+	return netip.AddrFrom4(a)
+}
+
+// coldFlowKey is the conntrack key of the wrapper's flow n: coldSrc(n):coldSport to VIP:3306/TCP.
+func coldFlowKey(n int) loader.FlowKey {
+	return loader.FlowKey{Src: loader.Addr16(coldSrc(n)), Dst: loader.Addr16(vip),
+		Sport: wire16(coldSport), Dport: wire16(3306), Proto: loader.ProtoTCP}
+}
+
+// coldWrapper is flowWrapperProg over n flows in front of prog, with its own counter and
+// prog-array, so two wrappers can be timed in turn. Unlike program(), it wraps n = 1 too: the
+// wrapper's cost must be in every row for the subtraction.
+func coldWrapper(prog *ebpf.Program, n int) (*ebpf.Program, func(), error) {
+	ctr, err := ebpf.NewMap(&ebpf.MapSpec{Name: "sc_flowctr", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return nil, nil, err
+	}
+	jump, err := ebpf.NewMap(&ebpf.MapSpec{Name: "sc_jump", Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		ctr.Close()
+		return nil, nil, err
+	}
+	if err := jump.Put(uint32(0), prog); err != nil {
+		jump.Close()
+		ctr.Close()
+		return nil, nil, fmt.Errorf("tail-call slot: %w", err)
+	}
+	w, err := flowWrapperProg(ctr, jump, n)
+	if err != nil {
+		jump.Close()
+		ctr.Close()
+		return nil, nil, fmt.Errorf("load the flow wrapper: %w", err)
+	}
+	return w, func() {
+		w.Close()
+		jump.Close()
+		ctr.Close()
+	}, nil
+}
+
+// flowsCold times a conntrack hit when every packet is a different flow, for each count of live
+// flows in ns (ascending, at most the conntrack size): the one conntrack map is filled up to each
+// count in turn with the wrapper's flows. Each row is wrapper+xdplb minus wrapper+swap-MAC,
+// timed in the same interleaved rounds, so the wrapper's own cost cancels.
+func flowsCold(ns []int, opts ScalingOptions) ([]ScalingResult, error) {
+	if opts.Rounds < 1 || opts.Repeat < 100 {
+		return nil, errors.New("rounds must be >= 1 and repeat >= 100")
+	}
+	var base baselineObjects
+	if err := loadBaselineObjects(&base, nil); err != nil {
+		return nil, fmt.Errorf("load baseline programs: %w", err)
+	}
+	defer base.Close()
+	o, err := loader.Load(loader.DefaultSizes(), 0)
+	if err != nil {
+		return nil, err
+	}
+	defer o.Close()
+	if err := configure(o); err != nil {
+		return nil, err
+	}
+	if err := o.Backends.Put(uint32(2), flowBackend()); err != nil {
+		return nil, err
+	}
+	size := int(o.Conntrack.MaxEntries())
+	pkt := frame(clientMAC, directorMAC, client, vip, coldSport, 3306)
+	var out []ScalingResult
+	filled := 0
+	for _, n := range ns {
+		if n < max(1, filled) || n > size {
+			return nil, fmt.Errorf("flow counts %v: want ascending, 1..%d", ns, size)
+		}
+		if err := fillConntrackStep(o.Conntrack, filled, n, 0, coldFlowKey, nil); err != nil {
+			return nil, fmt.Errorf("fill conntrack with %d flows: %w", n, err)
+		}
+		filled = n
+		r, err := flowsColdPoint(o, base.SwapMacTx, pkt, n, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%d flows: %w", n, err)
+		}
+		out = append(out, r)
+	}
+	for i := range out {
+		out[i].Ratio = out[i].Median / out[0].Median
+	}
+	return out, nil
+}
+
+// coldRefNs sizes the flows-cold calls: each program's long call lasts about as long as
+// opts.Repeat runs of a coldRefNs program (about a cached conntrack hit). A call's wall time
+// carries a fixed cost of some 15-25 ms here that moves in 4 ms steps (scheduler ticks), so the
+// difference of two calls is good to a few ms only: calls of equal length keep that error the
+// same small fraction of each program's cost, where equal runs left the 10 ns wrapper+swap-MAC
+// within the noise. It also bounds the time of the costliest (many-flow) rows.
+const coldRefNs = 50
+
+// flowsColdPoint checks that the wrapped xdplb forwards each of the n flows as a conntrack hit,
+// then times it and the wrapped swap-MAC program in turn.
+func flowsColdPoint(o *loader.Objects, swap *ebpf.Program, pkt []byte, n int, opts ScalingOptions) (ScalingResult, error) {
+	r := ScalingResult{Series: "flows-cold", Path: "conntrack hit", N: n}
+	lb, closeLB, err := coldWrapper(o.Program, n)
+	if err != nil {
+		return r, err
+	}
+	defer closeLB()
+	sw, closeSW, err := coldWrapper(swap, n)
+	if err != nil {
+		return r, err
+	}
+	defer closeSW()
+
+	for _, c := range []struct {
+		name string
+		prog *ebpf.Program
+		mac  *[6]byte
+	}{{"wrapper + xdplb", lb, &flowMAC}, {"wrapper + swap-MAC", sw, nil}} {
+		outBuf := make([]byte, len(pkt)+64)
+		got, err := c.prog.Run(&ebpf.RunOptions{Data: slices.Clone(pkt), DataOut: outBuf})
+		if err != nil {
+			return r, fmt.Errorf("%s: test run: %w", c.name, err)
+		}
+		if got != xdpTX {
+			return r, fmt.Errorf("%s: verdict %s, want TX: the benchmark would time the wrong path", c.name, verdictNames[got])
+		}
+		if c.mac != nil && [6]byte(outBuf[:6]) != *c.mac {
+			return r, fmt.Errorf("%s: forwarded to %s, not the pre-filled flows' backend %s: not a conntrack hit",
+				c.name, net.HardwareAddr(outBuf[:6]), net.HardwareAddr(c.mac[:]))
+		}
+	}
+	// At least one pass over all n flows in one call, as the timed calls run: all hits, no
+	// inserts. The kernel's time per run (whole ns) of this and of a call of the other program
+	// sizes the timed calls.
+	before, err := tpCounters(o)
+	if err != nil {
+		return r, err
+	}
+	pass := max(n, 100_000)
+	got, lbPer, err := lb.Benchmark(slices.Clone(pkt), pass, nil)
+	if err != nil {
+		return r, err
+	}
+	if got != xdpTX {
+		return r, fmt.Errorf("wrapper + xdplb, one pass over the flows: verdict %s, want TX", verdictNames[got])
+	}
+	after, err := tpCounters(o)
+	if err != nil {
+		return r, err
+	}
+	if err := allHits(before, after, uint64(pass)); err != nil {
+		return r, fmt.Errorf("one pass over the flows: %w", err)
+	}
+	got, swPer, err := sw.Benchmark(slices.Clone(pkt), 100_000, nil)
+	if err != nil {
+		return r, err
+	}
+	if got != xdpTX {
+		return r, fmt.Errorf("wrapper + swap-MAC: verdict %s, want TX", verdictNames[got])
+	}
+	sized := func(per time.Duration) int {
+		return max(100, int(float64(opts.Repeat)*coldRefNs/float64(max(per, 1))))
+	}
+	r.Repeat, r.BaseRepeat = sized(lbPer), sized(swPer)
+
+	var x, b, d []float64
+	if before, err = tpCounters(o); err != nil {
+		return r, err
+	}
+	for range opts.Rounds {
+		xs, err := timeRun(lb, pkt, r.Repeat)
+		if err != nil {
+			return r, fmt.Errorf("wrapper + xdplb: %w", err)
+		}
+		bs, err := timeRun(sw, pkt, r.BaseRepeat)
+		if err != nil {
+			return r, fmt.Errorf("wrapper + swap-MAC: %w", err)
+		}
+		x, b, d = append(x, xs), append(b, bs), append(d, xs-bs)
+	}
+	if after, err = tpCounters(o); err != nil {
+		return r, err
+	}
+	r.TimedRuns, r.CtHits, r.NewFlows = after.Packets-before.Packets, after.CtHit-before.CtHit, after.NewFlow-before.NewFlow
+	// timeRun runs at least one call of repeat packets per round.
+	if err := allHits(before, after, uint64(opts.Rounds*r.Repeat)); err != nil {
+		return r, fmt.Errorf("timed calls: %w", err)
+	}
+	slices.Sort(x)
+	slices.Sort(b)
+	slices.Sort(d)
+	r.XdplbNs, r.BaselineNs = x[len(x)/2], b[len(b)/2]
+	r.Median, r.Min, r.Max = d[len(d)/2], d[0], d[len(d)-1]
+	return r, nil
+}
+
+// allHits checks that xdplb counted at least least packets between two counter reads, every one
+// of them a conntrack hit and none a new flow.
+func allHits(before, after loader.Counters, least uint64) error {
+	pk, hit, nf := after.Packets-before.Packets, after.CtHit-before.CtHit, after.NewFlow-before.NewFlow
+	if pk < least || hit != pk || nf != 0 {
+		return fmt.Errorf("%d packets (want at least %d), %d conntrack hits, %d new flows: want every packet a hit of a pre-filled flow",
+			pk, least, hit, nf)
+	}
+	return nil
+}
+
 // fillConntrack inserts flows [from, to) with BatchUpdate. Chunks are inserted from each CPU in
 // turn, as traffic spread over NIC queues would: the map has one common LRU list, but each CPU
 // keeps a small cache of free entries, which is where spreading shows.
 func fillConntrack(m *ebpf.Map, from, to int) error {
-	return fillConntrackStep(m, from, to, 0, nil)
+	return fillConntrackStep(m, from, to, 0, flowKey, nil)
 }
 
-// fillConntrackStep calls after(inserted so far) every step flows when step > 0.
-func fillConntrackStep(m *ebpf.Map, from, to, step int, after func(int) error) error {
+// fillConntrackStep inserts key(i) for i in [from, to) and calls after(inserted so far) every
+// step flows when step > 0.
+func fillConntrackStep(m *ebpf.Map, from, to, step int, key func(int) loader.FlowKey, after func(int) error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var all unix.CPUSet
@@ -379,7 +612,7 @@ func fillConntrackStep(m *ebpf.Map, from, to, step int, after func(int) error) e
 		}
 		keys, vals = keys[:0], vals[:0]
 		for ; i < end; i++ {
-			keys = append(keys, flowKey(i))
+			keys = append(keys, key(i))
 			vals = append(vals, loader.Flow{Backend: 2})
 		}
 		if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
@@ -423,7 +656,7 @@ func evictionCheck() (ScalingResult, error) {
 	r := ScalingResult{Series: "eviction", Path: "conntrack insert", N: size, Size: size, Inserted: size + size/4}
 	const step = 4096
 	ncpu := runtime.NumCPU()
-	err = fillConntrackStep(o.Conntrack, 0, r.Inserted, step, func(done int) error {
+	err = fillConntrackStep(o.Conntrack, 0, r.Inserted, step, flowKey, func(done int) error {
 		if r.FirstEvictedAt == 0 {
 			// The oldest 64 flows of the first chunk of every CPU (chunk c of 4,096 went to CPU c).
 			for c := 0; c < ncpu && c*step < done; c++ {
@@ -460,9 +693,14 @@ func PrintScaling(w io.Writer, res []ScalingResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "series\tpath\tN\tns/pkt\tmin\tmax\tx first row\ttarget\t")
 	var ev *ScalingResult
+	var cold []ScalingResult
 	for i, r := range res {
 		if r.Series == "eviction" {
 			ev = &res[i]
+			continue
+		}
+		if r.Series == "flows-cold" {
+			cold = append(cold, r)
 			continue
 		}
 		target := "-"
@@ -478,6 +716,19 @@ func PrintScaling(w io.Writer, res []ScalingResult) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(cold) > 0 {
+		fmt.Fprintf(w, "\nconntrack hit, each packet a different one of N live flows (wrapper: source %s+n, n cycling, tail call); "+
+			"xdplb = (wrapper+xdplb) - (wrapper+swap-MAC); no target, where the cost grows:\n", coldSrc(0))
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "N\twrapper+xdplb\twrapper+swap-MAC\txdplb ns/pkt\tmin\tmax\tx first row\truns/call\tct hits/packets\t")
+		for _, r := range cold {
+			fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%d\t%d/%d\t\n",
+				r.N, r.XdplbNs, r.BaselineNs, r.Median, r.Min, r.Max, r.Ratio, r.Repeat, r.CtHits, r.TimedRuns)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	if ev != nil {
 		first := "none seen"

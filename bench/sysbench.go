@@ -44,13 +44,13 @@ type SysbenchOptions struct {
 	Progress  io.Writer
 }
 
-// DefaultSysbenchOptions: 3 rounds of 8 s runs on each of the 3 paths, 8 threads; about 90 s
+// DefaultSysbenchOptions: 3 rounds of 6 s runs on each of the 3 paths, 8 threads; about 60 s
 // in all.
 func DefaultSysbenchOptions() SysbenchOptions {
-	return SysbenchOptions{Duration: 8 * time.Second, Rounds: 3, Threads: 8, Tables: 4, TableSize: 10000}
+	return SysbenchOptions{Duration: 6 * time.Second, Rounds: 3, Threads: 8, Tables: 4, TableSize: 10000}
 }
 
-// QuickSysbenchOptions: 1 round of 3 s runs on each path; about 20 s in all.
+// QuickSysbenchOptions: 1 round of 2 s runs on each path; about 10 s in all.
 func QuickSysbenchOptions() SysbenchOptions {
 	o := DefaultSysbenchOptions()
 	o.Duration = 2 * time.Second

@@ -64,7 +64,7 @@ func (e *env) benchCmd() *cli.Command {
 			&cli.DurationFlag{Name: "vrrp-load-duration", Usage: "how long the vrrp-load section loads the Master (default 1m, --quick 20s; 5m is the soak test)"},
 			&cli.IntFlag{Name: "vrrp-load-threads", Usage: "live-frame generator threads of the vrrp-load section (default 2)"},
 			&cli.BoolFlag{Name: "throughput", Value: true, Usage: "live-frame throughput: swap-MAC XDP_TX vs xdplb vs nftables netdev fwd (--throughput=false: skip)"},
-			&cli.DurationFlag{Name: "throughput-duration", Usage: "measured time per throughput case (default 4s, --quick 1.5s)"},
+			&cli.DurationFlag{Name: "throughput-duration", Usage: "measured time per throughput case (default 3s, --quick 1s)"},
 			&cli.StringFlag{Name: "iface", Usage: "run the throughput section on this existing interface instead of a veth pair: frames are really sent out of it (needs --iface-dst)"},
 			&cli.StringFlag{Name: "iface-dst", Usage: "with --iface: destination MAC of the frames sent, a host that may receive and drop them"},
 			&cli.BoolFlag{Name: "sysbench", Value: true, Usage: "sysbench oltp_read_only through the VIP vs straight to a MariaDB real server (--sysbench=false: skip)"},
@@ -227,7 +227,7 @@ func (r *benchRun) section(name string) error {
 		return bench.Print(w, res)
 
 	case "control-plane":
-		rounds, healthFor := 7, 10*time.Second
+		rounds, healthFor := 5, 10*time.Second
 		if r.quick {
 			rounds, healthFor = 1, 2*time.Second
 		}
