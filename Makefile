@@ -55,7 +55,8 @@ test: deps check-generate
 	$(GO) test ./loader -run '^$$' -fuzz FuzzXDP -fuzztime $(FUZZTIME)
 	$(GO) test ./vrrp -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
-# bench: data-plane cost per path against baselines measured in the same run.
+# bench: every section of `xdplb bench` (bench/README.md), each against baselines measured in the
+# same run; under 10 minutes. Writes bench/results/<date>.json.
 bench: deps build
 	@[ "$$(id -u)" = 0 ] || { echo "make bench needs root (BPF_PROG_TEST_RUN)"; exit 1; }
 	./$(BIN) bench
