@@ -31,7 +31,7 @@ func DefaultScalingOptions() ScalingOptions { return ScalingOptions{Rounds: 5, R
 
 // QuickScalingOptions finish in well under a minute.
 func QuickScalingOptions() ScalingOptions {
-	return ScalingOptions{Rounds: 3, Repeat: 1_000_000, Quick: true}
+	return ScalingOptions{Rounds: 2, Repeat: 1_000_000, Quick: true}
 }
 
 // ScalingTargetPct is how far from the first row a services or backends row may be.

@@ -223,7 +223,7 @@ func (r *benchRun) section(name string) error {
 		if r.jsonOut {
 			return nil
 		}
-		r.heading("data path, BPF_PROG_TEST_RUN, %d rounds x %d runs, median per path:\n", opts.Rounds, opts.Repeat)
+		r.heading("data path, BPF_PROG_TEST_RUN, %d rounds x at least %d runs (more for fast paths: 40 ms of program time at least), median per path:\n", opts.Rounds, opts.Repeat)
 		return bench.Print(w, res)
 
 	case "control-plane":
