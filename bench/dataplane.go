@@ -273,16 +273,15 @@ func configure(o *loader.Objects) error {
 	if err := o.Backends.Put(uint32(1), be); err != nil {
 		return err
 	}
-	ring, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: o.Layout.RingSize})
+	table := make([]uint32, o.Layout.RingSize)
+	for i := range table {
+		table[i] = 1
+	}
+	ring, err := loader.NewRing(table)
 	if err != nil {
 		return err
 	}
 	defer ring.Close()
-	for i := uint32(0); i < o.Layout.RingSize; i++ {
-		if err := ring.Put(i, uint32(1)); err != nil {
-			return err
-		}
-	}
 	if err := o.Maglev.Put(uint32(0), ring); err != nil {
 		return err
 	}

@@ -300,19 +300,15 @@ func configureServices(o *loader.Objects, n int) ([]byte, error) {
 			return nil, err
 		}
 	}
-	ring, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: o.Layout.RingSize})
+	vals := make([]uint32, o.Layout.RingSize)
+	for i := range vals {
+		vals[i] = uint32(n)
+	}
+	ring, err := loader.NewRing(vals)
 	if err != nil {
 		return nil, err
 	}
 	defer ring.Close()
-	keys := make([]uint32, o.Layout.RingSize)
-	vals := make([]uint32, o.Layout.RingSize)
-	for i := range keys {
-		keys[i], vals[i] = uint32(i), uint32(n)
-	}
-	if _, err := ring.BatchUpdate(keys, vals, nil); err != nil {
-		return nil, fmt.Errorf("fill ring: %w", err)
-	}
 	if err := o.Maglev.Put(uint32(2*(n-1)), ring); err != nil {
 		return nil, err
 	}

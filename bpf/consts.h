@@ -3,7 +3,7 @@
 
 /* Map layout version, stored in `meta`; bump when a key or value layout changes so that an old
  * pinned set of maps is refused instead of misread. */
-#define XDPLB_LAYOUT_VERSION 1
+#define XDPLB_LAYOUT_VERSION 2 /* 2: one common conntrack LRU list, mmapable rings */
 
 /* Default sizes; the loader overrides max_entries from its options. */
 #define DEFAULT_MAX_SERVICES 256

@@ -660,7 +660,7 @@ func (m *Maps) writeRing(k ServiceKey, cur loader.Service, bes []backend) error 
 			return fmt.Errorf("build Maglev ring of %s: %w", k, err)
 		}
 		if !m.rewriteIdleRing(cur.Id, outer, table) {
-			ring, err := newRing(table)
+			ring, err := loader.NewRing(table)
 			if err != nil {
 				return fmt.Errorf("Maglev ring of %s: %w", k, err)
 			}
@@ -698,44 +698,7 @@ func (m *Maps) rewriteIdleRing(svcID, outer uint32, table []uint32) bool {
 	if info, err := ring.Info(); err != nil || info.MaxEntries != uint32(len(table)) {
 		return false
 	}
-	return fillRing(ring, table) == nil
-}
-
-// newRing creates a ring map holding table.
-func newRing(table []uint32) (*ebpf.Map, error) {
-	ring, err := ebpf.NewMap(&ebpf.MapSpec{
-		Name:       "xdplb_ring",
-		Type:       ebpf.Array,
-		KeySize:    4,
-		ValueSize:  4,
-		MaxEntries: uint32(len(table)),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create ring map: %w", err)
-	}
-	if err := fillRing(ring, table); err != nil {
-		ring.Close()
-		return nil, fmt.Errorf("fill ring map: %w", err)
-	}
-	return ring, nil
-}
-
-// fillRing writes table into ring, in one batch where the kernel supports it.
-func fillRing(ring *ebpf.Map, table []uint32) error {
-	keys := make([]uint32, len(table))
-	for i := range keys {
-		keys[i] = uint32(i)
-	}
-	_, err := ring.BatchUpdate(keys, table, nil)
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		err = nil
-		for i, id := range table {
-			if err = ring.Put(uint32(i), id); err != nil {
-				break
-			}
-		}
-	}
-	return err
+	return loader.FillRing(ring, table) == nil
 }
 
 // service reads a services entry; the error wraps ErrNotFound when there is none.

@@ -177,16 +177,17 @@ func (e *progEnv) backend(id uint32) loader.Backend {
 // slot is 0, an empty ring).
 func (e *progEnv) setRing(svcID, slot uint32, ids ...uint32) {
 	e.tb.Helper()
-	inner, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: testRingSize})
+	table := make([]uint32, testRingSize)
+	for i := range table {
+		if len(ids) > 0 {
+			table[i] = ids[i%len(ids)]
+		}
+	}
+	inner, err := loader.NewRing(table)
 	if err != nil {
 		e.tb.Fatalf("create ring: %v", err)
 	}
 	defer inner.Close()
-	for i := uint32(0); i < testRingSize && len(ids) > 0; i++ {
-		if err := inner.Put(i, ids[int(i)%len(ids)]); err != nil {
-			e.tb.Fatalf("fill ring: %v", err)
-		}
-	}
 	if err := e.o.Maglev.Put(svcID*2+slot, inner); err != nil {
 		e.tb.Fatalf("install ring %d/%d: %v", svcID, slot, err)
 	}

@@ -24,7 +24,7 @@ type (
 
 // Flags and constants mirrored from bpf/consts.h (bpf2go does not export #defines).
 const (
-	LayoutVersion = 1
+	LayoutVersion = 2 // bpf/consts.h XDPLB_LAYOUT_VERSION
 
 	SvcFlagHashSrcOnly = 1 << 0
 
