@@ -719,23 +719,10 @@ func (r *ThroughputRow) finish() {
 	}
 }
 
+// tpCounters reads xdplb's verdict counters, summed over CPUs.
 func tpCounters(o *loader.Objects) (loader.Counters, error) {
-	var per []loader.Counters
-	var s loader.Counters
-	if err := o.Stats.Lookup(uint32(0), &per); err != nil {
-		return s, err
-	}
-	for _, c := range per {
-		s.Packets += c.Packets
-		s.Tx += c.Tx
-		s.CtHit += c.CtHit
-		s.NewFlow += c.NewFlow
-		s.CtInsertFail += c.CtInsertFail
-		s.DropNoBackend += c.DropNoBackend
-		s.PassNoService += c.PassNoService
-		s.PassOtherHost += c.PassOtherHost
-	}
-	return s, nil
+	c, err := control.ReadCounters(o.Stats)
+	return loader.Counters(c), err
 }
 
 // pairRows loads a fresh xdplb (default sizes), gives it VIP:3306/TCP with n backends, and

@@ -29,6 +29,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdplb/xdplb/control"
 	"github.com/xdplb/xdplb/control/daemon"
 	"github.com/xdplb/xdplb/loader"
 )
@@ -381,19 +382,8 @@ func (bed *vlBed) status(i int) (daemon.VRRPStatus, error) {
 }
 
 func (bed *vlBed) counters() (loader.Counters, error) {
-	var per []loader.Counters
-	var sum loader.Counters
-	if err := bed.aStats.Lookup(uint32(0), &per); err != nil {
-		return sum, err
-	}
-	for _, c := range per {
-		sum.Packets += c.Packets
-		sum.Tx += c.Tx
-		sum.PassOtherHost += c.PassOtherHost
-		sum.PassNoService += c.PassNoService
-		sum.DropNoBackend += c.DropNoBackend
-	}
-	return sum, nil
+	c, err := control.ReadCounters(bed.aStats)
+	return loader.Counters(c), err
 }
 
 type vlLinkStats struct{ aTxDrop, peerRxDrop, bRxDrop uint64 }

@@ -217,14 +217,21 @@ func (m *Maps) Snapshot() (State, error) {
 	if st.Peers, err = m.peers(); err != nil {
 		return st, err
 	}
+	st.Counters, err = ReadCounters(m.o.Stats)
+	return st, err
+}
+
+// ReadCounters sums the per-CPU verdict counters in a `stats` map.
+func ReadCounters(stats *ebpf.Map) (Counters, error) {
 	var per []loader.Counters
-	if err := m.o.Stats.Lookup(uint32(0), &per); err != nil {
-		return st, fmt.Errorf("read counters: %w", err)
+	var c Counters
+	if err := stats.Lookup(uint32(0), &per); err != nil {
+		return c, fmt.Errorf("read counters: %w", err)
 	}
-	for _, c := range per {
-		st.Counters.add(c)
+	for _, p := range per {
+		c.add(p)
 	}
-	return st, nil
+	return c, nil
 }
 
 func schedName(s uint32) string {
