@@ -3,7 +3,7 @@
 
 /* Map layout version, stored in `meta`; bump when a key or value layout changes so that an old
  * pinned set of maps is refused instead of misread. */
-#define XDPLB_LAYOUT_VERSION 2 /* 2: one common conntrack LRU list, mmapable rings */
+#define XDPLB_LAYOUT_VERSION 3 /* 2: one common conntrack LRU list, mmapable rings; 3: director lease */
 
 /* Default sizes; the loader overrides max_entries from its options. */
 #define DEFAULT_MAX_SERVICES 256
@@ -25,10 +25,16 @@
 #define BE_F_DRAINING (1 << 2) /* no new flows (not in the ring), existing flows finish */
 #define BE_F_SORRY (1 << 3)    /* the service's sorry server: used only when the ring is empty */
 
+/* peers.flags: a peer stays while either vouches for it; learned peers are never forgotten by the
+ * daemon, because a silent peer may still run a data path (docs/daemon.md). */
+#define PEER_F_STATIC (1 << 0)  /* listed under `peers:` in the config */
+#define PEER_F_LEARNED (1 << 1) /* heard: its VRRP adverts or its director hellos */
+
 /* IP protocols we balance or pass specially. */
 #define PROTO_TCP 6
 #define PROTO_UDP 17
 #define PROTO_VRRP 112
+#define PROTO_ICMPV6 58
 
 /* prof_skip bits (benchmarks only): leave one step of the path out. */
 #define PROF_SKIP_PEERS (1 << 0)   /* the peer-director lookup */

@@ -31,6 +31,7 @@ enum parse_verdict {
 struct packet {
 	struct flow_key flow;
 	__u32 l3_off;
+	__be16 l3_proto; /* EtherType after at most one VLAN tag */
 	__u8 not_unicast;
 };
 
@@ -151,6 +152,7 @@ static __always_inline int parse_packet(struct packet *p, void *data, void *data
 		p->l3_off += sizeof(*vh);
 	}
 	p->not_unicast = eth->h_dest[0] & 1;
+	p->l3_proto = proto;
 
 	if (proto == bpf_htons(ETH_P_IP))
 		return parse_ipv4(p, data, data_end);

@@ -59,7 +59,7 @@ struct peer_key {
 };
 
 struct peer {
-	__u32 flags; /* reserved: who added it (config, vrrp) is tracked by the control plane */
+	__u32 flags; /* PEER_F_*: who vouches for it (the config, the daemon's learning, or both) */
 };
 
 struct vip {
@@ -80,9 +80,11 @@ struct counters {
 	__u64 pass_no_service;  /* not addressed to a configured VIP:port/proto */
 	__u64 pass_ipv6_ext;    /* IPv6 with extension headers to a VIP: left to the kernel */
 	__u64 pass_malformed;   /* IP header the parser cannot trust: the kernel applies its own rules */
+	__u64 pass_orphaned;    /* to a VIP, but the director lease expired (no daemon): served locally */
 	__u64 drop_fragment;    /* IPv4 fragment to a VIP: ports unknown, cannot be balanced */
 	__u64 drop_malformed;   /* truncated TCP/UDP header to a VIP */
 	__u64 drop_no_backend;  /* service without usable backend and without sorry server */
+	__u64 drop_orphan_nd;   /* ARP request or IPv6 neighbour solicitation for a VIP, lease expired */
 	__u64 ct_hit;           /* conntrack entry used */
 	__u64 ct_stale;         /* conntrack entry pointed at a removed backend: rescheduled */
 	__u64 ct_insert_fail;   /* conntrack/persist update failed (counted, packet still forwarded) */
@@ -106,4 +108,9 @@ struct layout {
 	__u32 pad;
 	__u8 mac[6];     /* the interface's MAC: frames to other MACs are not ours (all zero: no check) */
 	__u8 pad2[2];
+	/* The director lease: CLOCK_MONOTONIC ns until which the daemon vouches for this data path;
+	 * 0 = no lease (attached without a daemon). Once it has passed, the program stops being a
+	 * director: every frame goes to the local stack and ARP/NDP for the VIPs is dropped, so an
+	 * orphaned data path neither balances nor attracts traffic (docs/datapath.md). */
+	__u64 lease_until;
 };

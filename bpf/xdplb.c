@@ -47,6 +47,63 @@ static __always_inline void count_traffic(void *map, __u32 id, __u64 bytes, int 
 		t->new_flows++;
 }
 
+/* The director lease (struct layout) has passed: the daemon that vouched for this data path is
+ * gone or hung, and another director may have taken over. Never true without a lease. */
+static __always_inline int lease_expired(const struct layout *l, __u64 now)
+{
+	return l && l->lease_until && now > l->lease_until;
+}
+
+struct arp_ipv4 {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 op;
+	__u8 sha[6];
+	__u8 spa[4];
+	__u8 tha[6];
+	__u8 tpa[4];
+} __attribute__((packed));
+
+/* An orphaned data path must not attract traffic: a killed daemon leaves the VIPs on the
+ * interface, and the kernel would go on answering ARP for them. 1: an ARP request for a VIP
+ * while the lease has passed (the frame is dropped). */
+static __always_inline int orphan_arp_for_vip(const struct packet *p, void *data, void *data_end)
+{
+	struct arp_ipv4 *a = data + p->l3_off;
+	__u8 key[16] = { [10] = 0xff, [11] = 0xff };
+	__u32 zero = 0;
+
+	if (p->l3_proto != bpf_htons(ETH_P_ARP) || p->l3_off > 18 || (void *)(a + 1) > data_end)
+		return 0;
+	if (a->op != bpf_htons(1) || a->ptype != bpf_htons(ETH_P_IP) || a->hlen != 6 || a->plen != 4)
+		return 0; /* only requests: replies and other hardware types are not ours to judge */
+	if (!lease_expired(bpf_map_lookup_elem(&meta, &zero), bpf_ktime_get_coarse_ns()))
+		return 0;
+	__builtin_memcpy(&key[12], a->tpa, 4);
+	return bpf_map_lookup_elem(&vips, key) != NULL;
+}
+
+/* The same for IPv6: 1 for a neighbour solicitation (ICMPv6 135) whose target is a VIP while the
+ * lease has passed. Solicitations go to a solicited-node group or, to confirm reachability, to the
+ * VIP itself; p is a parsed ICMPv6 packet without extension headers (PARSE_NOT_L4). */
+static __always_inline int orphan_ns_for_vip(const struct packet *p, void *data, void *data_end)
+{
+	__u8 *icmp = data + p->l3_off + sizeof(struct ipv6hdr);
+	__u8 key[16];
+	__u32 zero = 0;
+
+	if (p->l3_proto != bpf_htons(ETH_P_IPV6) || p->flow.proto != PROTO_ICMPV6 || p->l3_off > 18)
+		return 0;
+	if (icmp + 24 > (__u8 *)data_end || icmp[0] != 135 || icmp[1] != 0)
+		return 0; /* type, code, checksum, reserved, then the 16-byte target */
+	if (!lease_expired(bpf_map_lookup_elem(&meta, &zero), bpf_ktime_get_coarse_ns()))
+		return 0;
+	__builtin_memcpy(key, icmp + 8, 16);
+	return bpf_map_lookup_elem(&vips, key) != NULL;
+}
+
 /* A backend id is usable for a service when its slot is allocated to that service. */
 static __always_inline struct backend *backend_for(__u32 id, __u32 svc)
 {
@@ -116,6 +173,7 @@ int xdplb_prog(struct xdp_md *ctx)
 	struct service *svc;
 	struct svc_key sk = {};
 	struct backend *be = NULL;
+	struct layout *l;
 	struct flow *f;
 	__u32 zero = 0, be_id = 0;
 	__u64 now;
@@ -134,6 +192,10 @@ int xdplb_prog(struct xdp_md *ctx)
 	verdict = parse_packet(&p, data, data_end);
 	switch (verdict) {
 	case PARSE_NOT_IP:
+		if (orphan_arp_for_vip(&p, data, data_end)) {
+			c->drop_orphan_nd++;
+			return XDP_DROP; /* orphaned: the VIPs must not be answered for from here */
+		}
 		c->pass_not_ip++;
 		return XDP_PASS; /* ARP and other non-IP traffic belongs to the kernel */
 	case PARSE_MALFORMED:
@@ -158,6 +220,10 @@ int xdplb_prog(struct xdp_md *ctx)
 	if (!svc) {
 		/* One more lookup settles everything not addressed to a VIP. */
 		if (!bpf_map_lookup_elem(&vips, p.flow.dst)) {
+			if (verdict == PARSE_NOT_L4 && orphan_ns_for_vip(&p, data, data_end)) {
+				c->drop_orphan_nd++;
+				return XDP_DROP; /* orphaned: the VIPs must not be answered for from here */
+			}
 			c->pass_no_service++;
 			return XDP_PASS; /* not ours: the director's own traffic */
 		}
@@ -169,6 +235,10 @@ int xdplb_prog(struct xdp_md *ctx)
 			c->pass_ipv6_ext++;
 			return XDP_PASS; /* extension headers are not walked: the kernel handles them */
 		case PARSE_NOT_L4:
+			if (orphan_ns_for_vip(&p, data, data_end)) {
+				c->drop_orphan_nd++;
+				return XDP_DROP; /* orphaned: the VIPs must not be answered for from here */
+			}
 			c->pass_no_service++;
 			return XDP_PASS; /* ICMP etc. to the VIP: answered by whoever holds it */
 		case PARSE_L4_TRUNCATED:
@@ -189,13 +259,10 @@ int xdplb_prog(struct xdp_md *ctx)
 
 	/* A unicast frame for another host reaches us when a switch floods it or the NIC is
 	 * promiscuous; forwarding it would duplicate the other host's traffic. */
-	{
-		struct layout *l = (prof_skip & PROF_SKIP_OWN_MAC) ? NULL : bpf_map_lookup_elem(&meta, &zero);
-
-		if (l && mac_set(l->mac) && !mac_equal(l->mac, eth->h_dest)) {
-			c->pass_other_host++;
-			return XDP_PASS; /* not addressed to us: the kernel drops it as PACKET_OTHERHOST */
-		}
+	l = (prof_skip & PROF_SKIP_OWN_MAC) ? NULL : bpf_map_lookup_elem(&meta, &zero);
+	if (l && mac_set(l->mac) && !mac_equal(l->mac, eth->h_dest)) {
+		c->pass_other_host++;
+		return XDP_PASS; /* not addressed to us: the kernel drops it as PACKET_OTHERHOST */
 	}
 
 	/* The loop rule: a peer director balanced this frame already; serve it locally. Checked
@@ -216,6 +283,13 @@ int xdplb_prog(struct xdp_md *ctx)
 	}
 
 	now = (prof_skip & PROF_SKIP_CLOCK) ? 0 : bpf_ktime_get_coarse_ns();
+	/* No daemon vouches for this data path any more: another director may have taken over, so
+	 * balancing here could send frames back and forth. Be a plain real server. */
+	if (lease_expired(l, now)) {
+		c->pass_orphaned++;
+		return XDP_PASS; /* orphaned data path: the local stack serves what it can */
+	}
+
 	f = ct_bypass ? NULL : bpf_map_lookup_elem(&conntrack, &p.flow);
 	if (f) {
 		be = backend_for(f->backend, svc->id);

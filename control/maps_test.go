@@ -389,7 +389,7 @@ func TestValidation(t *testing.T) {
 		{"heavy", m.SetBackend(mysql, BackendSpec{Addr: be1, MAC: mac1, Weight: 65536}), "weight"},
 		{"family", m.SetBackend(mysql, BackendSpec{Addr: netip.MustParseAddr("fd00::11"), MAC: mac1}), "IPv6 real server"},
 		{"no backend address", m.SetBackend(mysql, BackendSpec{MAC: mac1}), "backend address missing"},
-		{"peer MAC", m.AddPeer(bcast), "multicast or broadcast"},
+		{"peer MAC", m.AddPeer(bcast, PeerStatic), "multicast or broadcast"},
 	} {
 		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one containing %q", tc.desc, tc.err, tc.want)
@@ -408,10 +408,10 @@ func TestValidation(t *testing.T) {
 
 func TestPeers(t *testing.T) {
 	_, m := load(t, testSizes)
-	must(t, m.AddPeer(mac2))
-	must(t, m.AddPeer(mac1))
-	must(t, m.AddPeer(mac1)) // known: no-op, even with the table full
-	err := m.AddPeer(mac3)
+	must(t, m.AddPeer(mac2, PeerStatic))
+	must(t, m.AddPeer(mac1, PeerStatic))
+	must(t, m.AddPeer(mac1, PeerStatic)) // known: no-op, even with the table full
+	err := m.AddPeer(mac3, PeerStatic)
 	if err == nil || !strings.Contains(err.Error(), "--peers") {
 		t.Fatalf("full peer table: %v, want an error naming --peers", err)
 	}
@@ -434,7 +434,7 @@ func TestSnapshot(t *testing.T) {
 	must(t, m.SetBackend(mysql, BackendSpec{Addr: be1, MAC: mac1, Weight: 5}))
 	must(t, m.SetBackend(mysql, BackendSpec{Addr: be2, Local: true, Draining: true}))
 	must(t, m.SetBackend(mysql, BackendSpec{Addr: be3, MAC: mac3, Sorry: true}))
-	must(t, m.AddPeer(mac2))
+	must(t, m.AddPeer(mac2, PeerStatic))
 
 	// Counters and traffic as the data path would leave them on two CPUs.
 	ncpu, err := ebpf.PossibleCPU()
@@ -572,7 +572,7 @@ func TestForward(t *testing.T) {
 	client := netip.MustParseAddr("192.0.2.7")
 	clientMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
 	peerMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0xaa}
-	must(t, m.AddPeer(peerMAC))
+	must(t, m.AddPeer(peerMAC, PeerStatic))
 
 	const (
 		drop = 1

@@ -8,50 +8,67 @@ import (
 	"slices"
 )
 
-// SyncPeers makes the peers map hold exactly want (static config peers ∪ learned ones): it
-// deletes the peers that are not wanted, then adds the missing ones, and returns what it added
-// and removed (sorted). Pass the full wanted set: a peer left out of it is removed. Invalid or
-// repeated MACs in want are skipped with an error; the other changes are still made.
-func SyncPeers(m *Maps, want []net.HardwareAddr) (added, removed []net.HardwareAddr, err error) {
-	have, err := m.Peers()
+// SyncPeers brings the peers map in line with the config's static peers and the peers the
+// daemon has heard, and returns the MACs it added and removed (sorted).
+//
+// It only ever removes a peer that the config alone vouched for and that the config no longer
+// lists: a learned peer is kept for the life of the pins, because a director that fell silent
+// (its daemon killed, VRRP filtered) may still run a data path, and forgetting it brings back the
+// forwarding loop. An entry made by hand (no flags) is left alone. Invalid MACs are skipped with
+// an error; the other changes are still made.
+func SyncPeers(m *Maps, static, learned []net.HardwareAddr) (added, removed []net.HardwareAddr, err error) {
+	have, err := m.PeerEntries()
 	if err != nil {
 		return nil, nil, err
 	}
 	var errs []error
-	wanted := make([]net.HardwareAddr, 0, len(want))
-	for _, w := range want {
-		if cerr := CheckMAC(w); cerr != nil {
-			errs = append(errs, fmt.Errorf("peer %s: %w", w, cerr))
-			continue
-		}
-		if !containsMAC(wanted, w) {
-			wanted = append(wanted, w)
+	want := map[string]uint32{}
+	var order []net.HardwareAddr
+	for _, src := range []struct {
+		list []net.HardwareAddr
+		flag uint32
+	}{{static, PeerStatic}, {learned, PeerLearned}} {
+		for _, w := range src.list {
+			if cerr := CheckMAC(w); cerr != nil {
+				errs = append(errs, fmt.Errorf("peer %s: %w", w, cerr))
+				continue
+			}
+			k := w.String()
+			if _, ok := want[k]; !ok {
+				order = append(order, w)
+			}
+			want[k] |= src.flag
 		}
 	}
-	slices.SortFunc(wanted, func(a, b net.HardwareAddr) int { return bytes.Compare(a, b) })
+	slices.SortFunc(order, func(a, b net.HardwareAddr) int { return bytes.Compare(a, b) })
+
+	known := map[string]bool{}
 	for _, h := range have {
-		if containsMAC(wanted, h) {
+		known[h.MAC.String()] = true
+		if h.Flags&PeerStatic == 0 || want[h.MAC.String()]&PeerStatic != 0 {
 			continue
 		}
-		if derr := m.DeletePeer(h); derr != nil && !errors.Is(derr, ErrNotFound) {
+		// The config dropped it.
+		if h.Flags&PeerLearned != 0 {
+			if serr := m.setPeerFlags(h.MAC, h.Flags&^PeerStatic); serr != nil {
+				errs = append(errs, serr)
+			}
+			continue
+		}
+		if derr := m.DeletePeer(h.MAC); derr != nil && !errors.Is(derr, ErrNotFound) {
 			errs = append(errs, derr)
 			continue
 		}
-		removed = append(removed, h)
+		removed = append(removed, h.MAC)
 	}
-	for _, w := range wanted {
-		if containsMAC(have, w) {
-			continue
-		}
-		if aerr := m.AddPeer(w); aerr != nil {
+	for _, w := range order {
+		if aerr := m.AddPeer(w, want[w.String()]); aerr != nil {
 			errs = append(errs, aerr)
 			continue
 		}
-		added = append(added, slices.Clone(w))
+		if !known[w.String()] {
+			added = append(added, slices.Clone(w))
+		}
 	}
 	return added, removed, errors.Join(errs...)
-}
-
-func containsMAC(list []net.HardwareAddr, m net.HardwareAddr) bool {
-	return slices.ContainsFunc(list, func(x net.HardwareAddr) bool { return bytes.Equal(x, m) })
 }

@@ -12,61 +12,84 @@ func TestSyncPeers(t *testing.T) {
 	a, _ := net.ParseMAC("02:00:00:00:00:0a")
 	b, _ := net.ParseMAC("02:00:00:00:00:0b")
 	c, _ := net.ParseMAC("02:00:00:00:00:0c")
-	check := func(want ...net.HardwareAddr) {
+	check := func(want ...PeerEntry) {
 		t.Helper()
-		got, err := m.Peers()
+		got, err := m.PeerEntries()
 		must(t, err)
 		if len(got) != len(want) {
 			t.Fatalf("peers %v, want %v", got, want)
 		}
 		for i := range got {
-			if !bytes.Equal(got[i], want[i]) {
+			if !bytes.Equal(got[i].MAC, want[i].MAC) || got[i].Flags != want[i].Flags {
 				t.Fatalf("peers %v, want %v", got, want)
 			}
 		}
 	}
+	none := []net.HardwareAddr(nil)
+	list := func(l ...net.HardwareAddr) []net.HardwareAddr { return l }
 
-	added, removed, err := SyncPeers(m, []net.HardwareAddr{b, a, b}) // repeated: once
+	// a static, b learned (twice: once).
+	added, removed, err := SyncPeers(m, list(a), list(b, b))
 	must(t, err)
 	if len(added) != 2 || len(removed) != 0 {
 		t.Errorf("first sync: added %v removed %v", added, removed)
 	}
-	check(a, b)
+	check(PeerEntry{a, PeerStatic}, PeerEntry{b, PeerLearned})
 
-	// The same set again: nothing to do.
-	added, removed, err = SyncPeers(m, []net.HardwareAddr{a, b})
+	// b falls silent (no longer reported as heard): it stays, it may still run a data path.
+	added, removed, err = SyncPeers(m, list(a), none)
 	must(t, err)
 	if len(added)+len(removed) != 0 {
-		t.Errorf("no-op sync: added %v removed %v", added, removed)
+		t.Errorf("silent learned peer: added %v removed %v", added, removed)
 	}
+	check(PeerEntry{a, PeerStatic}, PeerEntry{b, PeerLearned})
 
-	// b expires, c is learned: the table is full (2), so the removal must come first.
-	added, removed, err = SyncPeers(m, []net.HardwareAddr{a, c})
+	// a is heard too: both flags.
+	_, _, err = SyncPeers(m, list(a), list(a))
 	must(t, err)
-	if len(added) != 1 || !bytes.Equal(added[0], c) || len(removed) != 1 || !bytes.Equal(removed[0], b) {
-		t.Errorf("swap: added %v removed %v", added, removed)
-	}
-	check(a, c)
+	check(PeerEntry{a, PeerStatic | PeerLearned}, PeerEntry{b, PeerLearned})
 
-	// More than fits: the error says so, what fits is kept.
-	_, _, err = SyncPeers(m, []net.HardwareAddr{a, b, c})
+	// The config drops a: learned as well, so it stays, as a learned peer only.
+	added, removed, err = SyncPeers(m, none, none)
+	must(t, err)
+	if len(added)+len(removed) != 0 {
+		t.Errorf("config drops a learned peer: added %v removed %v", added, removed)
+	}
+	check(PeerEntry{a, PeerLearned}, PeerEntry{b, PeerLearned})
+
+	// The table is full (2): a third peer is an error that names the size; the others stay.
+	_, _, err = SyncPeers(m, none, list(c))
 	if err == nil || !strings.Contains(err.Error(), "full") {
 		t.Errorf("overfull: %v", err)
 	}
-	check(a, c)
+	check(PeerEntry{a, PeerLearned}, PeerEntry{b, PeerLearned})
+
+	// A peer only the config vouched for goes when the config drops it; the removal comes
+	// before the additions, so a full table makes room.
+	_, m = load(t, testSizes)
+	_, _, err = SyncPeers(m, list(a, c), none)
+	must(t, err)
+	added, removed, err = SyncPeers(m, list(a), list(b))
+	must(t, err)
+	if len(added) != 1 || !bytes.Equal(added[0], b) || len(removed) != 1 || !bytes.Equal(removed[0], c) {
+		t.Errorf("config drops a static peer: added %v removed %v", added, removed)
+	}
+	check(PeerEntry{a, PeerStatic}, PeerEntry{b, PeerLearned})
 
 	// An invalid MAC is reported and skipped; the rest is applied.
-	added, removed, err = SyncPeers(m, []net.HardwareAddr{a, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}})
-	if err == nil || len(added) != 0 || len(removed) != 1 || !bytes.Equal(removed[0], c) {
-		t.Errorf("invalid MAC: added %v removed %v err %v", added, removed, err)
+	_, removed, err = SyncPeers(m, none, list(net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
+	if err == nil || !strings.Contains(err.Error(), "broadcast") || len(removed) != 1 || !bytes.Equal(removed[0], a) {
+		t.Errorf("invalid MAC: removed %v err %v", removed, err)
 	}
-	check(a)
+	check(PeerEntry{b, PeerLearned})
 
-	// Empty: everything goes.
-	_, removed, err = SyncPeers(m, nil)
+	// An entry made by hand (bpftool, no flags) is never removed by a sync.
+	_, m = load(t, testSizes)
+	must(t, m.AddPeer(c, 0))
+	_, removed, err = SyncPeers(m, none, none)
 	must(t, err)
-	if len(removed) != 1 {
-		t.Errorf("empty: removed %v", removed)
+	if len(removed) != 0 {
+		t.Errorf("hand-made entry: removed %v", removed)
 	}
-	check()
+	check(PeerEntry{c, 0})
 }

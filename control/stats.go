@@ -37,6 +37,7 @@ import (
 //	    }]
 //	  }],
 //	  "peers": ["02:00:00:00:00:aa"],
+//	  "lease": {"set": true, "expired": false, "remaining_ms": 8123.4},  // the director lease
 //	  "counters": {"packets": 0, "tx": 0, ...}                 // every counter of bpf/structs.h
 //	}
 //
@@ -52,6 +53,7 @@ type State struct {
 	HashSeed uint32
 	Services []ServiceState
 	Peers    []net.HardwareAddr
+	Lease    Lease    // the director lease (see SetLease)
 	Counters Counters // summed over CPUs
 }
 
@@ -217,6 +219,9 @@ func (m *Maps) Snapshot() (State, error) {
 	if st.Peers, err = m.peers(); err != nil {
 		return st, err
 	}
+	if st.Lease, err = m.lease(); err != nil {
+		return st, err
+	}
 	st.Counters, err = ReadCounters(m.o.Stats)
 	return st, err
 }
@@ -270,7 +275,13 @@ type (
 		HashSeed  uint32        `json:"hash_seed"`
 		Services  []jsonService `json:"services"`
 		Peers     []string      `json:"peers"`
+		Lease     jsonLease     `json:"lease"`
 		Counters  Counters      `json:"counters"`
+	}
+	jsonLease struct {
+		Set         bool    `json:"set"`
+		Expired     bool    `json:"expired"`
+		RemainingMS float64 `json:"remaining_ms"` // negative: passed that long ago
 	}
 	jsonService struct {
 		ID                 uint32        `json:"id"`
@@ -302,6 +313,7 @@ func (s State) MarshalJSON() ([]byte, error) {
 		Iface: s.Iface, Mode: s.Mode, ProgramID: s.ProgramID,
 		RingSize: s.RingSize, HashSeed: s.HashSeed,
 		Services: []jsonService{}, Peers: []string{}, Counters: s.Counters,
+		Lease: jsonLease{Set: s.Lease.Set, Expired: s.Lease.Expired(), RemainingMS: float64(s.Lease.Remaining) / float64(time.Millisecond)},
 	}
 	for _, p := range s.Peers {
 		j.Peers = append(j.Peers, p.String())
@@ -333,6 +345,7 @@ func (s *State) UnmarshalJSON(data []byte) error {
 	*s = State{
 		Iface: j.Iface, Mode: j.Mode, ProgramID: j.ProgramID,
 		RingSize: j.RingSize, HashSeed: j.HashSeed, Counters: j.Counters,
+		Lease: Lease{Set: j.Lease.Set, Remaining: time.Duration(j.Lease.RemainingMS * float64(time.Millisecond))},
 	}
 	for _, p := range j.Peers {
 		mac, err := net.ParseMAC(p)

@@ -176,7 +176,11 @@ func Attach(iface string, opts Options) (*Attachment, error) {
 	}
 	a := &Attachment{Iface: iface, Dir: dir, Objects: objs, Created: existing == nil}
 	// meta carries the seed (it may have changed) and the interface MAC: the program passes
-	// unicast frames addressed to any other MAC.
+	// unicast frames addressed to any other MAC. The director lease is kept: attaching again
+	// does not revive a data path whose daemon is gone (only a daemon renews it).
+	if existing != nil {
+		objs.Layout.LeaseUntil = layout.LeaseUntil
+	}
 	if len(ifc.HardwareAddr) == 6 {
 		copy(objs.Layout.Mac[:], ifc.HardwareAddr)
 	}

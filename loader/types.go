@@ -24,7 +24,7 @@ type (
 
 // Flags and constants mirrored from bpf/consts.h (bpf2go does not export #defines).
 const (
-	LayoutVersion = 2 // bpf/consts.h XDPLB_LAYOUT_VERSION
+	LayoutVersion = 3 // bpf/consts.h XDPLB_LAYOUT_VERSION
 
 	SvcFlagHashSrcOnly = 1 << 0
 
@@ -34,6 +34,9 @@ const (
 	BackendLocal    = 1 << 1
 	BackendDraining = 1 << 2
 	BackendSorry    = 1 << 3
+
+	PeerStatic  = 1 << 0 // listed in the config
+	PeerLearned = 1 << 1 // heard (VRRP adverts, director hellos): kept while the pins live
 
 	ProtoTCP = 6
 	ProtoUDP = 17

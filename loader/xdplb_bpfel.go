@@ -35,9 +35,11 @@ type xdplbCounters struct {
 	PassNoService  uint64
 	PassIpv6Ext    uint64
 	PassMalformed  uint64
+	PassOrphaned   uint64
 	DropFragment   uint64
 	DropMalformed  uint64
 	DropNoBackend  uint64
+	DropOrphanNd   uint64
 	CtHit          uint64
 	CtStale        uint64
 	CtInsertFail   uint64
@@ -64,13 +66,14 @@ type xdplbFlowKey struct {
 }
 
 type xdplbLayout struct {
-	_        structs.HostLayout
-	Version  uint32
-	RingSize uint32
-	HashSeed uint32
-	Pad      uint32
-	Mac      [6]uint8
-	Pad2     [2]uint8
+	_          structs.HostLayout
+	Version    uint32
+	RingSize   uint32
+	HashSeed   uint32
+	Pad        uint32
+	Mac        [6]uint8
+	Pad2       [2]uint8
+	LeaseUntil uint64
 }
 
 type xdplbPeer struct {

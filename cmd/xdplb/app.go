@@ -615,7 +615,7 @@ func (e *env) peer(add bool) cli.ActionFunc {
 		}
 		defer s.close()
 		if add {
-			if err := s.maps.AddPeer(mac); err != nil {
+			if err := s.maps.AddPeer(mac, 0); err != nil { // no flags: made by hand, the daemon leaves it alone
 				return err
 			}
 			fmt.Fprintf(e.stdout, "added peer %s on %s\n", mac, s.iface)

@@ -198,6 +198,12 @@ func writeHeader(w io.Writer, st control.State) {
 		link = fmt.Sprintf("%s mode, program id %d", st.Mode, st.ProgramID)
 	}
 	fmt.Fprintf(w, "xdplb on %s: %s, ring size %d, hash seed %d\n", st.Iface, link, st.RingSize, st.HashSeed)
+	switch {
+	case st.Lease.Expired():
+		fmt.Fprintf(w, "ORPHANED: director lease %s; start the daemon again to direct\n", st.Lease)
+	case st.Lease.Set:
+		fmt.Fprintf(w, "director lease: %s (renewed by the daemon)\n", st.Lease)
+	}
 }
 
 // col pads s to width w, always leaving at least one space (long IPv6 addresses).

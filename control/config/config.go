@@ -32,8 +32,10 @@ type Config struct {
 	HashSeed   uint32             // yaml "hash_seed"
 	Metrics    string             // listen address of the Prometheus endpoint
 	Peers      []net.HardwareAddr // static peer director MACs
-	Services   []Service
-	VRRP       []VRRPInstance // yaml "vrrp"; the virtual routers that hold the VIPs
+	// DirectorLease is the file's director_lease (0: not set); Lease() resolves the default.
+	DirectorLease time.Duration
+	Services      []Service
+	VRRP          []VRRPInstance // yaml "vrrp"; the virtual routers that hold the VIPs
 }
 
 // Service is a virtual service and its real servers.
@@ -319,7 +321,7 @@ type VRRPInstance struct {
 	Notify       []string      // argv run on every state change (keepalived notify), never via a shell
 	GARPRepeat   int           // gratuitous ARPs / NAs per VIP on becoming Master (default 5, 0 = none); garp_master_repeat
 	GARPDelay    time.Duration // second burst this long after (default 5s, 0 = none); garp_master_delay
-	PeerTimeout  time.Duration // a silent peer is forgotten after it (0 = 3 × Master_Down_Interval)
+	PeerTimeout  time.Duration // a silent peer leaves the status after it (0 = 3 × Master_Down_Interval)
 	// TrackServices are names of services of the same file: while any of them has lost its
 	// quorum the instance is in Fault (keepalived track_script, without weights).
 	TrackServices []string
@@ -385,4 +387,39 @@ func (v VRRPInstance) Format(f fmt.State, verb rune) {
 		return
 	}
 	_, _ = io.WriteString(f, v.String())
+}
+
+// MasterDownInterval is RFC 5798's Master_Down_Interval of the instance as a Backup with its
+// own priority: 3 × advert interval + Skew_Time (v2: the skew is in whole-second units).
+func (v VRRPInstance) MasterDownInterval() time.Duration {
+	unit := v.AdvertInterval
+	if v.Version == 2 {
+		unit = time.Second
+	}
+	return 3*v.AdvertInterval + time.Duration(256-int64(v.Priority))*unit/256
+}
+
+// MinDirectorLease is the floor of the default director lease: a daemon restart (attach,
+// config, first renewal) fits in it, so a restart within the lease keeps forwarding.
+const MinDirectorLease = 2 * time.Second
+
+// Lease is the director lease the daemon keeps on its data paths (0: none): director_lease if
+// set, else with VRRP instances 3 × their longest Master_Down_Interval and at least
+// MinDirectorLease, else none (a lone director's data path outlives its daemon).
+func (c *Config) Lease() time.Duration {
+	if c.DirectorLease > 0 {
+		return c.DirectorLease
+	}
+	if len(c.VRRP) == 0 {
+		return 0
+	}
+	return max(MinDirectorLease, 3*c.maxMasterDown())
+}
+
+func (c *Config) maxMasterDown() time.Duration {
+	var d time.Duration
+	for _, v := range c.VRRP {
+		d = max(d, v.MasterDownInterval())
+	}
+	return d
 }

@@ -522,6 +522,51 @@ func TestPeersAndMACs(t *testing.T) {
 	}
 }
 
+// TestDirectorLease: the default follows the VRRP instances (3 × the longest
+// Master_Down_Interval, at least 2 s), no VRRP means no lease, and a lease that would lapse before
+// a Backup takes over is refused with the figures that make it wrong.
+func TestDirectorLease(t *testing.T) {
+	base := "interfaces: [ens33]\nservices: [{vip: 10.0.0.100, port: 3306, real_servers: [{address: 10.0.0.11}]}]\n"
+	vrrp := func(interval string, prio int) string {
+		return fmt.Sprintf("vrrp: [{name: a, interface: ens33, vrid: 51, priority: %d, advert_interval: %s, vips: [10.0.0.100]}]\n", prio, interval)
+	}
+	tests := []struct {
+		name, yaml string
+		want       time.Duration
+		err        string
+	}{
+		{"no VRRP: none", base, 0, ""},
+		{"no VRRP, set", base + "director_lease: 5s\n", 5 * time.Second, ""},
+		// 3 × 1 s + (256-100)/256 s = 3.609375 s; × 3
+		{"1 s adverts", base + vrrp("1s", 100), 3 * (3*time.Second + 609375*time.Microsecond), ""},
+		// 3 × 100 ms + 156/256 × 100 ms = 360.9375 ms; × 3 = 1.08 s → the floor
+		{"100 ms adverts: the floor", base + vrrp("100ms", 100), 2 * time.Second, ""},
+		{"set above Master_Down_Interval", base + vrrp("1s", 100) + "director_lease: 4s\n", 4 * time.Second, ""},
+		{"set below Master_Down_Interval", base + vrrp("1s", 100) + "director_lease: 3s\n", 0,
+			"x.yaml:4: director_lease: 3s: want more than the longest VRRP Master_Down_Interval, 3.609375s (the data path would stop directing before the Backup takes over); leave it out for the default 10.828125s"},
+		{"zero with VRRP", base + vrrp("1s", 100) + "director_lease: 0\n", 0, "x.yaml:4: director_lease: 0s: want more than"},
+		{"negative", base + "director_lease: -1s\n", 0, "x.yaml:3: director_lease: -1s: must not be negative"},
+		{"not a duration", base + "director_lease: soon\n", 0, `x.yaml:3: director_lease: "soon": want a duration`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _, err := Parse([]byte(tt.yaml), "x.yaml")
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Lease(); got != tt.want {
+				t.Errorf("lease %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestYAMLSyntaxError(t *testing.T) {
 	_, _, err := Parse([]byte("interfaces: [ens33\n"), "xdplb.yaml")
 	if err == nil || !strings.HasPrefix(err.Error(), "xdplb.yaml: ") {

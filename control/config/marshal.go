@@ -83,6 +83,7 @@ type yamlConfig struct {
 	Metrics            string        `yaml:"metrics,omitempty"`
 	AllowRemoteMetrics bool          `yaml:"allow_remote_metrics,omitempty"`
 	Peers              []string      `yaml:"peers,omitempty"`
+	DirectorLease      string        `yaml:"director_lease,omitempty"`
 	Services           []yamlService `yaml:"services,omitempty"`
 	VRRP               []yamlVRRP    `yaml:"vrrp,omitempty"`
 }
@@ -187,6 +188,9 @@ func (o MarshalOptions) document(c *Config) (*yamlConfig, error) {
 	}
 	for _, m := range c.Peers {
 		y.Peers = append(y.Peers, m.String())
+	}
+	if c.DirectorLease != 0 {
+		y.DirectorLease = durationString(c.DirectorLease)
 	}
 	for i, s := range c.Services {
 		ys, err := o.serviceDoc(s, fmt.Sprintf("services[%d]", i))

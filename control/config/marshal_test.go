@@ -104,6 +104,7 @@ allow_remote_metrics: true
 peers:
   - 02:00:00:00:00:02
   - 02:00:00:00:00:03
+director_lease: 30s
 services:
   - name: writer
     vip: 10.0.0.100
@@ -212,7 +213,7 @@ func TestMarshalEveryKey(t *testing.T) {
 
 	// Spot checks that the input says what the test means it to say.
 	def := loader.DefaultSizes()
-	if c.Sizes == def || c.HashSeed != 4294967295 || c.Metrics != "0.0.0.0:9100" || len(c.Peers) != 2 || len(c.Interfaces) != 3 {
+	if c.Sizes == def || c.HashSeed != 4294967295 || c.Metrics != "0.0.0.0:9100" || len(c.Peers) != 2 || len(c.Interfaces) != 3 || c.DirectorLease != 30*time.Second {
 		t.Errorf("top: %+v", c)
 	}
 	w, r, x, tcp, none, p0 := c.Services[0], c.Services[1], c.Services[2], c.Services[3], c.Services[4], c.Services[5]

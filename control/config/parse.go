@@ -218,7 +218,7 @@ func (p *parser) mac(n *yaml.Node, path string) (net.HardwareAddr, bool) {
 	return m, true
 }
 
-var topKeys = []string{"interfaces", "maps", "hash_seed", "metrics", "allow_remote_metrics", "peers", "services", "vrrp"}
+var topKeys = []string{"interfaces", "maps", "hash_seed", "metrics", "allow_remote_metrics", "peers", "director_lease", "services", "vrrp"}
 
 func (p *parser) config(doc *yaml.Node) *Config {
 	cfg := &Config{Sizes: loader.DefaultSizes(), Metrics: DefaultMetrics}
@@ -302,8 +302,32 @@ func (p *parser) config(doc *yaml.Node) *Config {
 	if n := f.get("vrrp"); n != nil {
 		p.vrrpInstances(n, cfg)
 	}
+	if n := f.get("director_lease"); n != nil {
+		p.directorLease(n, cfg)
+	}
 	sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
 	return cfg
+}
+
+// directorLease reads director_lease: with VRRP it must outlast every instance's
+// Master_Down_Interval, or an orphaned Master's data path would stop directing before the Backup
+// took over (clients still sent to it would be reset by its local stack).
+func (p *parser) directorLease(n *yaml.Node, cfg *Config) {
+	d, ok := p.duration(n, "director_lease")
+	if !ok {
+		return
+	}
+	if len(cfg.VRRP) == 0 {
+		cfg.DirectorLease = d
+		return
+	}
+	md := cfg.maxMasterDown()
+	if d <= md {
+		def := max(MinDirectorLease, 3*md)
+		p.errorf(resolve(n), "director_lease", "%v: want more than the longest VRRP Master_Down_Interval, %v (the data path would stop directing before the Backup takes over); leave it out for the default %v", d, md, def)
+		return
+	}
+	cfg.DirectorLease = d
 }
 
 func keyOr(f fields, k string, def *yaml.Node) *yaml.Node {

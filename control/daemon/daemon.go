@@ -81,6 +81,7 @@ type Daemon struct {
 	reloadCh chan chan error
 	macCh    chan macUpdate
 	vrrpCh   chan *vrrpRunner // a VRRP instance's peer set changed
+	peerCh   chan struct{}    // a director hello named a new peer
 	done     chan struct{}    // closed when Run returns
 	runOnce  sync.Once
 
@@ -88,8 +89,6 @@ type Daemon struct {
 	rsState  map[health.Target]reconcile.RSState
 	inflight map[netip.Addr]bool // MAC resolutions under way
 	warned   map[netip.Addr]bool // MAC failures already logged
-	// Until then peer syncs only add (the instances are still hearing their peers).
-	peerGraceEnd time.Time
 
 	mu      sync.Mutex // guards what the status socket and metrics read
 	cfg     *config.Config
@@ -97,6 +96,8 @@ type Daemon struct {
 	reloads map[string]uint64 // by result: "ok", "error"
 	vrrp    []*vrrpRunner     // the VRRP instances, in config order
 	linkUp  map[string]bool   // operational state by interface, once known
+	// Peer directors heard through hellos, by interface and MAC: never forgotten.
+	hellos map[string]map[string]net.HardwareAddr
 }
 
 // Run starts a daemon with o and runs it until ctx ends.
@@ -129,6 +130,8 @@ func New(o Options) (_ *Daemon, err error) {
 		reloadCh: make(chan chan error),
 		macCh:    make(chan macUpdate, 64),
 		vrrpCh:   make(chan *vrrpRunner, 16),
+		peerCh:   make(chan struct{}, 1),
+		hellos:   map[string]map[string]net.HardwareAddr{},
 		done:     make(chan struct{}),
 		rsState:  map[health.Target]reconcile.RSState{},
 		inflight: map[netip.Addr]bool{},
@@ -180,6 +183,9 @@ func New(o Options) (_ *Daemon, err error) {
 	if err := d.addPeers(cfg); err != nil {
 		return nil, err
 	}
+	if err := d.startLease(); err != nil {
+		return nil, err
+	}
 	for _, v := range cfg.VRRP {
 		r, err := d.newRunner(v)
 		if err != nil {
@@ -198,7 +204,7 @@ func New(o Options) (_ *Daemon, err error) {
 func (d *Daemon) addPeers(cfg *config.Config) error {
 	for i, m := range d.maps {
 		for _, p := range cfg.Peers {
-			if err := m.AddPeer(p); err != nil {
+			if err := m.AddPeer(p, control.PeerStatic); err != nil {
 				return fmt.Errorf("%s: %w", cfg.Interfaces[i], err)
 			}
 		}
@@ -231,6 +237,7 @@ func (d *Daemon) run(ctx context.Context) error {
 		wg.Go(func() { d.watchNeighbours(ctx, iface) })
 		wg.Go(func() { d.watchLink(ctx, iface) })
 	}
+	wg.Go(func() { d.keepLease(ctx) })
 
 	specs, err := d.specs(d.cfgNow())
 	if err != nil {
@@ -240,7 +247,6 @@ func (d *Daemon) run(ctx context.Context) error {
 	d.resolveMissing(ctx)
 	d.update()
 	runners := d.runnersNow()
-	d.peerGraceEnd = time.Now().Add(peerGrace(runners))
 	for _, r := range runners {
 		d.startRunner(r)
 	}
@@ -263,6 +269,9 @@ func (d *Daemon) run(ctx context.Context) error {
 				continue
 			}
 		case <-d.vrrpCh:
+			d.syncPeers()
+			continue
+		case <-d.peerCh:
 			d.syncPeers()
 			continue
 		case reply := <-d.reloadCh:

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -277,26 +278,16 @@ func (d *Daemon) trackServices(quorum map[string]bool) {
 	}
 }
 
-// peerGraceUntil returns when the instances have all had time to hear their peers: until then
-// a peer sync only adds, so that a restarted daemon does not drop the peers it learned before.
-func peerGrace(rs []*vrrpRunner) time.Duration {
-	var g time.Duration
-	for _, r := range rs {
-		g = max(g, r.in.Config().PeerTimeout)
-	}
-	return g
-}
-
-// syncPeers makes every interface's peers map hold the static peers ∪ the MACs of the peers its
-// instances currently report, logging each MAC added or removed.
+// syncPeers makes every interface's peers map hold the static peers and every peer director
+// ever heard on it: from its VRRP adverts or its hellos. A learned peer is never removed (see
+// control.SyncPeers). Logs each MAC added or removed.
 func (d *Daemon) syncPeers() {
 	cfg := d.cfgNow()
 	runners := d.runnersNow()
-	addOnly := time.Now().Before(d.peerGraceEnd)
 	for i, m := range d.maps {
 		iface := cfg.Interfaces[i]
-		want := slices.Clone(cfg.Peers)
-		learned := map[string][]string{} // MAC → instances reporting it
+		var learned []net.HardwareAddr
+		from := map[string][]string{} // MAC → where it was heard
 		for _, r := range runners {
 			if r.cfg.Interface != iface {
 				continue
@@ -305,34 +296,36 @@ func (d *Daemon) syncPeers() {
 				if control.CheckMAC(p.MAC) != nil {
 					continue
 				}
-				k := p.MAC.String()
-				if learned[k] == nil {
-					want = append(want, p.MAC)
-				}
-				learned[k] = append(learned[k], r.cfg.Name+"/"+p.Addr.String())
+				learned = append(learned, p.MAC)
+				from[p.MAC.String()] = append(from[p.MAC.String()], "vrrp "+r.cfg.Name+"/"+p.Addr.String())
 			}
 		}
-		if addOnly {
-			have, err := m.Peers()
-			if err == nil {
-				want = append(want, have...)
-			}
+		for k, mac := range d.helloPeers(iface) {
+			learned = append(learned, mac)
+			from[k] = append(from[k], "hello")
 		}
-		added, removed, err := control.SyncPeers(m, want)
+		added, removed, err := control.SyncPeers(m, cfg.Peers, learned)
 		for _, mac := range added {
-			if from := learned[mac.String()]; from != nil {
-				d.log.Info("peer added", "iface", iface, "mac", mac.String(), "learned_from", strings.Join(from, ","))
+			if src := from[mac.String()]; src != nil {
+				d.log.Info("peer added", "iface", iface, "mac", mac.String(), "learned_from", strings.Join(src, ","))
 			} else {
 				d.log.Info("peer added", "iface", iface, "mac", mac.String(), "static", true)
 			}
 		}
 		for _, mac := range removed {
-			d.log.Info("peer removed", "iface", iface, "mac", mac.String())
+			d.log.Info("peer removed: no longer in the config, never heard", "iface", iface, "mac", mac.String())
 		}
 		if err != nil {
 			d.log.Error("peers not fully synced, retrying at the next resync", "iface", iface, "error", err)
 		}
 	}
+}
+
+// helloPeers returns a copy of the peers heard through hellos on iface.
+func (d *Daemon) helloPeers(iface string) map[string]net.HardwareAddr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.hellos[iface])
 }
 
 // VRRPStatus is one VRRP instance.
