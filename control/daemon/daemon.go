@@ -96,8 +96,9 @@ type Daemon struct {
 	reloads map[string]uint64 // by result: "ok", "error"
 	vrrp    []*vrrpRunner     // the VRRP instances, in config order
 	linkUp  map[string]bool   // operational state by interface, once known
-	// Peer directors heard through hellos, by interface and MAC: never forgotten.
-	hellos map[string]map[string]net.HardwareAddr
+	// Peer directors heard through hellos, by interface and MAC.
+	hellos       map[string]map[string]heardPeer
+	helloRunners []*helloRunner // one per interface with VRRP instances
 }
 
 // Run starts a daemon with o and runs it until ctx ends.
@@ -131,7 +132,7 @@ func New(o Options) (_ *Daemon, err error) {
 		macCh:    make(chan macUpdate, 64),
 		vrrpCh:   make(chan *vrrpRunner, 16),
 		peerCh:   make(chan struct{}, 1),
-		hellos:   map[string]map[string]net.HardwareAddr{},
+		hellos:   map[string]map[string]heardPeer{},
 		done:     make(chan struct{}),
 		rsState:  map[health.Target]reconcile.RSState{},
 		inflight: map[netip.Addr]bool{},
@@ -193,6 +194,11 @@ func New(o Options) (_ *Daemon, err error) {
 		}
 		d.vrrp = append(d.vrrp, r)
 	}
+	startHellos, _, err := d.reloadHellos(cfg)
+	if err != nil {
+		return nil, err
+	}
+	startHellos()
 	d.macs.setStatic(cfg)
 	d.adoptMACs()
 	d.rec = reconcile.New(d.log, d.maps)
@@ -359,14 +365,20 @@ func (d *Daemon) applyReload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	applyHellos, abortHellos, err := d.reloadHellos(cfg)
+	if err != nil {
+		return err
+	}
 	applyVRRP, err := d.reloadVRRP(cfg)
 	if err != nil {
+		abortHellos()
 		return err
 	}
 	d.mu.Lock()
 	d.cfg = cfg
 	d.mu.Unlock()
 	applyVRRP()
+	applyHellos()
 	d.syncPeers()
 	d.macs.setStatic(cfg)
 	d.setSpecs(specs)
@@ -463,6 +475,7 @@ func (d *Daemon) closeAll(detach bool) {
 	d.mu.Lock()
 	d.vrrp = nil
 	d.mu.Unlock()
+	d.stopHellos()
 	if d.mon != nil {
 		d.mon.Close()
 	}

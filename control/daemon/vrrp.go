@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -319,13 +318,6 @@ func (d *Daemon) syncPeers() {
 			d.log.Error("peers not fully synced, retrying at the next resync", "iface", iface, "error", err)
 		}
 	}
-}
-
-// helloPeers returns a copy of the peers heard through hellos on iface.
-func (d *Daemon) helloPeers(iface string) map[string]net.HardwareAddr {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return maps.Clone(d.hellos[iface])
 }
 
 // VRRPStatus is one VRRP instance.

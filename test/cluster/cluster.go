@@ -98,6 +98,9 @@ type Options struct {
 	// the bridge port and TX checksum offload off everywhere, generic when that cannot be set
 	// up), "native" or "generic".
 	Mode string
+	// KeepDataPath runs the daemons without --detach-on-exit, as `xdplb run` runs by default: a
+	// stopped daemon leaves its data path attached (a restart keeps every flow).
+	KeepDataPath bool
 	// Logf, when set, receives one line per step of the set-up.
 	Logf func(format string, args ...any)
 	// Created, when set, is called with the cluster as soon as it exists (before anything is
@@ -637,7 +640,10 @@ func (c *Cluster) StartDirector(name string) {
 	if mode == "" {
 		mode = "auto"
 	}
-	args := []string{"--pin-root", n.PinRoot, "run", "--config", n.Config, "--mode", mode, "--status-socket", n.Socket, "--detach-on-exit"}
+	args := []string{"--pin-root", n.PinRoot, "run", "--config", n.Config, "--mode", mode, "--status-socket", n.Socket}
+	if !c.Opts.KeepDataPath {
+		args = append(args, "--detach-on-exit")
+	}
 	cmd := n.Command(context.Background(), c.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C on the terminal reaches the program that owns the cluster,
@@ -672,7 +678,7 @@ func (c *Cluster) StartDirector(name string) {
 }
 
 // StopDirector stops the director's daemon gracefully (SIGTERM: a Master resigns with a
-// priority-0 advert; the data path is detached, --detach-on-exit).
+// priority-0 advert; the data path is detached, --detach-on-exit, unless Options.KeepDataPath).
 func (c *Cluster) StopDirector(name string) error {
 	n := c.director(name)
 	if n.proc == nil || !n.proc.running() {
@@ -695,6 +701,21 @@ func (c *Cluster) KillDirector(name string) time.Time {
 		_ = n.proc.cmd.Process.Kill()
 		<-n.proc.done
 	}
+	return at
+}
+
+// CrashDirector kills the director's xdplb with SIGKILL and leaves everything else as it is: its
+// link stays up, its MariaDB runs, its data path stays attached (an OOM kill, a crash, kill -9).
+// It returns the time of the kill.
+func (c *Cluster) CrashDirector(name string) time.Time {
+	c.tb.Helper()
+	n := c.director(name)
+	if n.proc == nil || !n.proc.running() {
+		c.fatalf("%s: xdplb is not running", name)
+	}
+	at := time.Now()
+	_ = n.proc.cmd.Process.Kill()
+	<-n.proc.done
 	return at
 }
 
