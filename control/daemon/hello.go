@@ -149,20 +149,20 @@ func (d *Daemon) reloadHellos(cfg *config.Config) (apply, abort func(), err erro
 		next = append(next, nh)
 	}
 	return func() {
-		for _, h := range stop {
-			h.stop()
-		}
-		d.mu.Lock()
-		d.helloRunners = next
-		d.mu.Unlock()
-		for _, h := range opened {
-			d.startHello(h)
-		}
-	}, func() {
-		for _, h := range opened {
-			h.stop()
-		}
-	}, nil
+			for _, h := range stop {
+				h.stop()
+			}
+			d.mu.Lock()
+			d.helloRunners = next
+			d.mu.Unlock()
+			for _, h := range opened {
+				d.startHello(h)
+			}
+		}, func() {
+			for _, h := range opened {
+				h.stop()
+			}
+		}, nil
 }
 
 // stopHellos stops every hello runner.
