@@ -103,6 +103,28 @@ func (h *heldConns) spread() map[string]int {
 	return out
 }
 
+// progress waits until every connection has had a statement acknowledged after now: the
+// traffic has flowed through whatever state the pair is in.
+func (h *heldConns) progress(t *testing.T, what string) {
+	t.Helper()
+	from := time.Now()
+	waitUntil(t, from, 5*time.Second, "a statement acknowledged on every held connection "+what, func() (bool, string) {
+		behind := 0
+		for _, s := range h.all {
+			s.mu.Lock()
+			if s.err != nil {
+				s.mu.Unlock()
+				return true, "" // finish reports it
+			}
+			if n := len(s.acks); n == 0 || !s.acks[n-1].After(from) {
+				behind++
+			}
+			s.mu.Unlock()
+		}
+		return behind == 0, fmt.Sprintf("%d connections without one", behind)
+	})
+}
+
 // finish stops the statements and checks every connection is the session it was; it returns
 // the survivors per server.
 func (h *heldConns) finish(t *testing.T, what string, since time.Time) {
@@ -363,13 +385,16 @@ func orphanGracefulRestarts(t *testing.T, c *cluster.Cluster) {
 			s := vrrpState(c, master)
 			return s == stBackup, s
 		})
+		h.progress(t, fmt.Sprintf("after round %d", round))
 		t.Logf("round %d: %s restarted, %s MASTER after %v", round, master, backup, took.Round(time.Millisecond))
 	}
 	master := c.Master()
 	backup := cluster.Other(master)
 	restart(backup)
+	h.progress(t, "after the Backup's restart")
 	restart(master)
 	waitMaster(t, c, backup, time.Now(), 5*time.Second)
+	h.progress(t, "after both restarts")
 	h.finish(t, "4 restarts of the Master's daemon, then both", start)
 	marks.checkRings(t, c, "across the restarts")
 }
