@@ -74,6 +74,34 @@ func orphanPeersKnown(t *testing.T, c *cluster.Cluster) {
 	}
 }
 
+// peerFrames checks the loop rule's accounting on node, as the seeds' no_loop step does: the
+// frames from peer's MAC to a VIP service that node received between two snapshots of its
+// counters (the first read at t0, the second at t1) equal its pass_peer delta; frames stamped
+// within lag of a snapshot may fall on either side.
+func peerFrames(t *testing.T, what string, node, peer *cluster.Node, frames []netns.Frame, t0, t1 time.Time, passPeer uint64) {
+	t.Helper()
+	const lag = 5 * time.Millisecond
+	var in, edge uint64
+	for _, f := range frames {
+		p, ok := parseTCP4(f.Data)
+		if !ok || f.Outgoing() || p.Dst.Addr() != cluster.VIP || !sameMAC(p.SrcMAC.String(), peer.MAC) ||
+			(p.Dst.Port() != cluster.WriterPort && p.Dst.Port() != cluster.ReaderPort) {
+			continue
+		}
+		switch {
+		case f.Time.After(t0.Add(lag)) && f.Time.Before(t1.Add(-lag)):
+			in++
+		case f.Time.Before(t0.Add(-lag)) || f.Time.After(t1.Add(lag)):
+		default:
+			edge++
+		}
+	}
+	t.Logf("%s: %s received %d (+%d at the edges) frames from %s's MAC to the VIP; its pass_peer moved by %d", what, node.Name, in, edge, peer.Name, passPeer)
+	if passPeer < in || passPeer > in+edge {
+		t.Errorf("%s: expected %s's pass_peer = the frames from %s's MAC to the VIP it received, %d (+%d at the edges), seen %d", what, node.Name, peer.Name, in, edge, passPeer)
+	}
+}
+
 // orphanSlack covers polling, scheduling and the status socket around a VRRP transition.
 const orphanSlack = 300 * time.Millisecond
 
@@ -250,7 +278,8 @@ func orphanMasterKilled(t *testing.T, c *cluster.Cluster) {
 		m := clientNeighMAC(c)
 		return sameMAC(m, B.MAC), m
 	})
-	m0, _ := mustSnapshot(t, M)
+	capM := M.StartCapture(t, netns.NodeLink)
+	m0, m0at := mustSnapshot(t, M)
 	lease := m0.Lease
 	if !lease.Set || lease.Expired() {
 		t.Errorf("%s's lease right after the takeover: expected set and running, seen %s", master, lease)
@@ -281,8 +310,14 @@ func orphanMasterKilled(t *testing.T, c *cluster.Cluster) {
 	// Hold the connections a little longer: the new Master's checks of the orphan's node run
 	// several times (300 ms interval), each a chance for a loop.
 	time.Sleep(2 * time.Second)
+	m1s := time.Now()
 	m1, _ := mustSnapshot(t, M)
 	b1, _ := mustSnapshot(t, B)
+	framesM, err := capM.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerFrames(t, "after the takeover", M, B, framesM, m0at, m1s, m1.Counters.PassPeer-m0.Counters.PassPeer)
 	h.finish(t, "kill -9 of "+master+"'s daemon", kill)
 	marks.checkRings(t, c, "after the kill")
 
@@ -328,7 +363,8 @@ func orphanBackupKilled(t *testing.T, c *cluster.Cluster) {
 	orphanPeersKnown(t, c)
 	h := holdConns(t, c, 50, 4)
 	marks := markLogs(c)
-	b0, _ := mustSnapshot(t, B)
+	capB := B.StartCapture(t, netns.NodeLink)
+	b0, b0at := mustSnapshot(t, B)
 	kill := c.CrashDirector(backup)
 	lease := leaseOf(t, c, backup)
 	waitUntil(t, kill, lease.Remaining+2*time.Second, backup+"'s director lease to expire", func() (bool, string) {
@@ -336,7 +372,13 @@ func orphanBackupKilled(t *testing.T, c *cluster.Cluster) {
 		return l.Expired(), l.String()
 	})
 	time.Sleep(2 * time.Second) // the Master's checks of the orphan's node, a few rounds
+	b1s := time.Now()
 	b1, _ := mustSnapshot(t, B)
+	framesB, err := capB.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerFrames(t, "Backup's daemon killed", B, c.Node(master), framesB, b0at, b1s, b1.Counters.PassPeer-b0.Counters.PassPeer)
 	h.finish(t, "kill -9 of "+backup+"'s daemon (Backup)", kill)
 	marks.checkRings(t, c, "after the Backup's kill")
 	if s := vrrpState(c, master); s != stMaster {
@@ -408,8 +450,11 @@ func orphanSplitBrain(t *testing.T, c *cluster.Cluster) {
 	h := holdConns(t, c, 50, 4)
 	marks := markLogs(c)
 	s0 := map[string]control.State{}
+	s0at := map[string]time.Time{}
+	caps := map[string]*netns.Capture{}
 	for _, n := range []string{cluster.DB2, cluster.DB3} {
-		s0[n], _ = mustSnapshot(t, c.Node(n))
+		caps[n] = c.Node(n).StartCapture(t, netns.NodeLink)
+		s0[n], s0at[n] = mustSnapshot(t, c.Node(n))
 	}
 	blocked := time.Now()
 	unblock := nftBlockVRRP(t, c.LAN, c.Node(cluster.DB2).Node, c.Node(cluster.DB3).Node)
@@ -434,8 +479,14 @@ func orphanSplitBrain(t *testing.T, c *cluster.Cluster) {
 	h.finish(t, fmt.Sprintf("VRRP blocked %v, then healed", time.Since(blocked).Round(100*time.Millisecond)), blocked)
 	marks.checkRings(t, c, "across the split brain")
 	for _, n := range []string{cluster.DB2, cluster.DB3} {
+		s1 := time.Now()
 		st, _ := mustSnapshot(t, c.Node(n))
+		frames, err := caps[n].Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Logf("%s: tx %d, pass_peer %d, pass_local %d during the split brain and after", n,
 			st.Counters.Tx-s0[n].Counters.Tx, st.Counters.PassPeer-s0[n].Counters.PassPeer, st.Counters.PassLocal-s0[n].Counters.PassLocal)
+		peerFrames(t, "split brain", c.Node(n), c.Node(cluster.Other(n)), frames, s0at[n], s1, st.Counters.PassPeer-s0[n].Counters.PassPeer)
 	}
 }

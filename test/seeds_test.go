@@ -340,9 +340,11 @@ func seedNoLoop(t *testing.T, c *cluster.Cluster) {
 	master := c.Master()
 	backup := cluster.Other(master)
 	M, B, DB1 := c.Node(master), c.Node(backup), c.Node(cluster.DB1)
-	waitUntil(t, time.Now(), 3*time.Second, "the Master's MAC in the Backup's peers map", func() (bool, string) {
+	waitUntil(t, time.Now(), 3*time.Second, "the Master's MAC in the Backup's peers map, and the Backup's in the Master's (hellos)", func() (bool, string) {
 		sb, _, err := snapshot(B)
-		return err == nil && hasMAC(sb.Peers, M.MAC), fmt.Sprintf("%s peers %v (%v)", backup, sb.Peers, err)
+		sm, _, err2 := snapshot(M)
+		return err == nil && err2 == nil && hasMAC(sb.Peers, M.MAC) && hasMAC(sm.Peers, B.MAC),
+			fmt.Sprintf("%s peers %v, %s peers %v (%v %v)", backup, sb.Peers, master, sm.Peers, err, err2)
 	})
 	for _, n := range []*cluster.Node{M, B} {
 		st, _ := mustSnapshot(t, n)
@@ -423,9 +425,10 @@ func seedNoLoop(t *testing.T, c *cluster.Cluster) {
 			}
 		}
 	}
-	// To the Master: the client's frames and the Backup's probes (the Backup is silent in VRRP, so
-	// it is not in the Master's peers map: the Master balances its probes like a client's). Counted
-	// as the Backup sends them: a capture on the Master sees only what its XDP passes.
+	// To the Master: the client's frames and the Backup's probes, if any (the Backup does not
+	// probe the DR path of the VIP holder; were it to, the Master knows the Backup's MAC from its
+	// hellos and would serve them locally). Counted as the Backup sends them: a capture on the
+	// Master sees only what its XDP passes.
 	probesBtoM := count(bf, B, B.Addr(), M)
 	// Sent by the Master, seen at the destinations: client frames, the Master's own probes, the
 	// Backup's probes balanced by the Master.
