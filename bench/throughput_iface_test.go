@@ -195,7 +195,10 @@ func TestThroughputIface(t *testing.T) {
 		if diff := int64(r.Delivered) - int64(peer); diff > int64(peer/100)+16 || -diff > int64(peer/100)+16 {
 			t.Errorf("%s: expected delivered (%d, a's tx_packets) close to what the peer counted to %s (%d)", r.Path, r.Delivered, dst, peer)
 		}
-		if r.Delivered > r.Offered+16 {
+		// Frames offered at the end of one slice can still sit in the veth's queue when its
+		// counters are read and be counted in the next slice's delivered: allow a few batches
+		// (seen: 64 and 128 over with both cores busy).
+		if r.Delivered > r.Offered+4*64 {
 			t.Errorf("%s: expected delivered <= offered, seen %d > %d", r.Path, r.Delivered, r.Offered)
 		}
 	}

@@ -527,8 +527,8 @@ func TestCounterNames(t *testing.T) {
 		names = append(names, c.Name)
 	}
 	want := []string{"packets", "tx", "pass_local", "pass_peer", "pass_not_ip", "pass_not_unicast", "pass_other_host",
-		"pass_vrrp", "pass_no_service", "pass_ipv6_ext", "pass_malformed", "drop_fragment",
-		"drop_malformed", "drop_no_backend", "ct_hit", "ct_stale", "ct_insert_fail", "persist_hit",
+		"pass_vrrp", "pass_no_service", "pass_ipv6_ext", "pass_malformed", "pass_orphaned", "drop_fragment",
+		"drop_malformed", "drop_no_backend", "drop_orphan_nd", "ct_hit", "ct_stale", "ct_insert_fail", "persist_hit",
 		"new_flow", "sorry"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("counter names %v, want those of bpf/structs.h %v", names, want)

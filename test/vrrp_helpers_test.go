@@ -506,17 +506,19 @@ func checkOneMaster(t *testing.T, what string, rs []vrrpRouter, samples []stateS
 }
 
 // nftBlockVRRP drops IP protocol 112 on ingress of the bridge ports of nodes in the LAN's
-// namespace (a netdev ingress hook per port: neither side's adverts reach the other); the
-// returned function removes the table. It is removed in t.Cleanup too.
+// namespace (a netdev ingress hook per port, one table per node: neither side's adverts reach
+// the other); the returned function removes every table. They are removed in t.Cleanup too.
+// nftUnblockFrom lifts the block of one node first.
 func nftBlockVRRP(t *testing.T, lan *netns.LAN, nodes ...*netns.Node) func() {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	table := "xdplb_vrrp_block"
-	script := fmt.Sprintf("add table netdev %s\n", table)
+	script := ""
 	for i, n := range nodes {
-		script += fmt.Sprintf("add chain netdev %s in%d { type filter hook ingress device %s priority 0; }\n", table, i, n.PeerLink)
-		script += fmt.Sprintf("add rule netdev %s in%d ip protocol 112 counter drop\n", table, i)
+		table := fmt.Sprintf("%s%d", nftBlockTable, i)
+		script += fmt.Sprintf("add table netdev %s\n", table)
+		script += fmt.Sprintf("add chain netdev %s in { type filter hook ingress device %s priority 0; }\n", table, n.PeerLink)
+		script += fmt.Sprintf("add rule netdev %s in ip protocol 112 counter drop\n", table)
 	}
 	f := filepath.Join(t.TempDir(), "block.nft")
 	if err := os.WriteFile(f, []byte(script), 0o600); err != nil {
@@ -531,21 +533,36 @@ func nftBlockVRRP(t *testing.T, lan *netns.LAN, nodes ...*netns.Node) func() {
 			return
 		}
 		removed = true
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := lan.Exec(ctx, "nft", "delete", "table", "netdev", table); err != nil {
-			t.Errorf("remove the nft table: %v", err)
+		for i := range nodes {
+			if err := nftUnblockFrom(lan, i); err != nil {
+				t.Errorf("remove the nft table: %v", err)
+			}
 		}
 	}
 	t.Cleanup(remove)
 	return remove
 }
 
-// nftDropped is the packets counted by the block table's rules (for the log).
+const nftBlockTable = "xdplb_vrrp_block"
+
+// nftUnblockFrom lets the adverts of the i-th node given to nftBlockVRRP through again (no
+// error when they already pass).
+func nftUnblockFrom(lan *netns.LAN, i int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	table := fmt.Sprintf("%s%d", nftBlockTable, i)
+	if _, err := lan.Exec(ctx, "nft", "list", "table", "netdev", table); err != nil {
+		return nil // gone already
+	}
+	_, err := lan.Exec(ctx, "nft", "delete", "table", "netdev", table)
+	return err
+}
+
+// nftDropped is the packets counted by the block tables' rules (for the log).
 func nftDropped(lan *netns.LAN) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := lan.Exec(ctx, "nft", "list", "table", "netdev", "xdplb_vrrp_block")
+	out, err := lan.Exec(ctx, "nft", "list", "ruleset", "netdev")
 	if err != nil {
 		return err.Error()
 	}
