@@ -348,7 +348,7 @@ services:
 			return err
 		}
 	}
-	o, err := loader.Open(filepath.Join(bed.pinBase, "a"), foNodeDev)
+	o, err := loader.OpenAnyNamespace(filepath.Join(bed.pinBase, "a"), foNodeDev)
 	if err != nil {
 		return fmt.Errorf("open A's pinned maps: %w", err)
 	}

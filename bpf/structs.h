@@ -113,4 +113,10 @@ struct layout {
 	 * director: every frame goes to the local stack and ARP/NDP for the VIPs is dropped, so an
 	 * orphaned data path neither balances nor attracts traffic (docs/datapath.md). */
 	__u64 lease_until;
+	/* Whose pins these are: the network namespace (its cookie) and index of the interface the
+	 * program was attached to. Two directors in two namespaces of one host share one bpffs; a
+	 * director never adopts the pins of an interface in another namespace. */
+	__u64 netns_cookie;
+	__u32 ifindex;
+	__u32 pad3;
 };

@@ -135,6 +135,15 @@ func Attach(iface string, opts Options) (*Attachment, error) {
 		return nil, err
 	}
 	defer closeMaps(existing)
+	cookie, err := netnsCookie()
+	if err != nil {
+		return nil, err
+	}
+	if existing != nil {
+		if err := checkNamespace(dir, iface, layout, cookie); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := os.Stat(filepath.Join(dir, linkPin)); errors.Is(err, os.ErrNotExist) {
 		if id, name := foreignProgram(ifc.Index); id != 0 {
 			return nil, fmt.Errorf("%w on %s (id %d, %q): remove it with `ip link set dev %s xdp off` or detach its owner",
@@ -181,6 +190,7 @@ func Attach(iface string, opts Options) (*Attachment, error) {
 	if existing != nil {
 		objs.Layout.LeaseUntil = layout.LeaseUntil
 	}
+	objs.Layout.NetnsCookie, objs.Layout.Ifindex = cookie, uint32(ifc.Index)
 	if len(ifc.HardwareAddr) == 6 {
 		copy(objs.Layout.Mac[:], ifc.HardwareAddr)
 	}
@@ -364,7 +374,7 @@ func openPinnedMaps(dir string) (map[string]*ebpf.Map, Layout, error) {
 		if err != nil {
 			closeMaps(maps)
 			if errors.Is(err, os.ErrNotExist) {
-				return nil, layout, fmt.Errorf("%w: %s lacks map %s (left by another version?); remove it with `xdplb detach`",
+				return nil, layout, fmt.Errorf("%w: %s is not a complete set of xdplb pins: it has no map %s (another version's, or another tool's directory?). Nothing was changed. Check --pin-root: two directors on one host need one pin root each",
 					ErrIncompatible, dir, name)
 			}
 			return nil, layout, fmt.Errorf("open pinned map %s: %w", name, permissionHint(err))
@@ -377,7 +387,7 @@ func openPinnedMaps(dir string) (map[string]*ebpf.Map, Layout, error) {
 	}
 	if layout.Version != LayoutVersion {
 		closeMaps(maps)
-		return nil, layout, fmt.Errorf("%w: %s has map layout version %d, this xdplb uses %d; `xdplb detach` first",
+		return nil, layout, fmt.Errorf("%w: %s has map layout version %d, this xdplb uses %d (pins of another xdplb version). Nothing was changed. If no running director uses them (check --pin-root), `xdplb detach` removes them, dropping tracked flows",
 			ErrIncompatible, dir, layout.Version, LayoutVersion)
 	}
 	return maps, layout, nil
@@ -389,8 +399,29 @@ func closeMaps(maps map[string]*ebpf.Map) {
 	}
 }
 
-// Open opens the pinned maps of an attached interface for reading and editing.
+// Open opens the pinned maps of an attached interface for reading and editing. Pins of an
+// interface in another network namespace (another director on this host) are refused with
+// ErrOtherNamespace.
 func Open(root, iface string) (*Objects, error) {
+	o, err := OpenAnyNamespace(root, iface)
+	if err != nil {
+		return nil, err
+	}
+	cookie, err := netnsCookie()
+	if err == nil {
+		err = checkNamespace(PinDir(root, iface), iface, o.Layout, cookie)
+	}
+	if err != nil {
+		o.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+// OpenAnyNamespace is Open without the namespace check, for a tool that reads the pins of a
+// director in another network namespace on purpose (a benchmark or a test watching its
+// counters from outside). The CLI and the daemon use Open.
+func OpenAnyNamespace(root, iface string) (*Objects, error) {
 	dir := PinDir(root, iface)
 	if _, err := os.Stat(dir); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -470,6 +501,17 @@ func Detach(root, iface string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%s: %w (no %s)", iface, ErrNotAttached, dir)
 	}
+	if m, err := ebpf.LoadPinnedMap(filepath.Join(dir, "meta"), nil); err == nil {
+		var l Layout
+		lerr := m.Lookup(uint32(0), &l)
+		m.Close()
+		cookie, cerr := netnsCookie()
+		if lerr == nil && cerr == nil && l.Version == LayoutVersion {
+			if err := checkNamespace(dir, iface, l, cookie); err != nil {
+				return err
+			}
+		}
+	}
 	pin := filepath.Join(dir, linkPin)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		if err := detachLink(l); err != nil {
@@ -521,4 +563,28 @@ func ensureBPFFS(root string) error {
 		return fmt.Errorf("%w and mounting it failed (%v): run `mount -t bpf bpf /sys/fs/bpf`", ErrNoBPFFS, err)
 	}
 	return nil
+}
+
+// netnsCookie identifies the calling thread's network namespace (SO_NETNS_COOKIE of a socket
+// made in it; Linux 5.14+).
+func netnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("identify the network namespace: %w", err)
+	}
+	defer unix.Close(fd)
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("identify the network namespace (SO_NETNS_COOKIE, Linux 5.14+): %w", err)
+	}
+	return c, nil
+}
+
+// checkNamespace refuses pins that another namespace's interface owns.
+func checkNamespace(dir, iface string, l Layout, cookie uint64) error {
+	if l.NetnsCookie == 0 || l.NetnsCookie == cookie {
+		return nil
+	}
+	return fmt.Errorf("%w: %s holds the data path of %s in another network namespace (interface index %d there), so another director on this host uses it; nothing was changed. Give each director its own pin root: `xdplb --pin-root /sys/fs/bpf/xdplb-NAME ...` (and its own `run --status-socket`); see docs/daemon.md, two directors on one host",
+		ErrOtherNamespace, dir, iface, l.Ifindex)
 }

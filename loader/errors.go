@@ -14,6 +14,9 @@ var (
 	ErrIncompatible   = errors.New("pinned maps differ from the requested layout")
 	ErrNoInterface    = errors.New("no such interface")
 	ErrNoBPFFS        = errors.New("bpffs is not mounted")
+	// ErrOtherNamespace: the pins belong to an interface in another network namespace (another
+	// director on the same host).
+	ErrOtherNamespace = errors.New("the pins belong to another network namespace")
 )
 
 // permissionHint wraps EPERM/EACCES with the fix.

@@ -66,14 +66,17 @@ type xdplbFlowKey struct {
 }
 
 type xdplbLayout struct {
-	_          structs.HostLayout
-	Version    uint32
-	RingSize   uint32
-	HashSeed   uint32
-	Pad        uint32
-	Mac        [6]uint8
-	Pad2       [2]uint8
-	LeaseUntil uint64
+	_           structs.HostLayout
+	Version     uint32
+	RingSize    uint32
+	HashSeed    uint32
+	Pad         uint32
+	Mac         [6]uint8
+	Pad2        [2]uint8
+	LeaseUntil  uint64
+	NetnsCookie uint64
+	Ifindex     uint32
+	Pad3        uint32
 }
 
 type xdplbPeer struct {

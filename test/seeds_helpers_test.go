@@ -55,7 +55,7 @@ func (s *seedTB) Skipf(format string, args ...any)  { s.t().Skipf(format, args..
 // snapshot reads a director's pinned maps in-process (a few map lookups: the instant it reads the
 // counters is known to within microseconds, unlike an `xdplb list` run).
 func snapshot(n *cluster.Node) (control.State, time.Time, error) {
-	o, err := loader.Open(n.PinRoot, netns.NodeLink)
+	o, err := loader.OpenAnyNamespace(n.PinRoot, netns.NodeLink)
 	if err != nil {
 		return control.State{}, time.Time{}, err
 	}
