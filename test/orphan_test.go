@@ -34,6 +34,7 @@ func TestOrphanedDirector(t *testing.T) {
 		{"peers_known_from_the_start", func(t *testing.T) { orphanPeersKnown(t, c) }},
 		{"master_killed", func(t *testing.T) { orphanMasterKilled(t, c) }},
 		{"backup_killed", func(t *testing.T) { orphanBackupKilled(t, c) }},
+		{"master_hung", func(t *testing.T) { orphanMasterHung(t, c) }},
 		{"graceful_restarts", func(t *testing.T) { orphanGracefulRestarts(t, c) }},
 		{"vrrp_blocked", func(t *testing.T) { orphanSplitBrain(t, c) }},
 	}
@@ -397,6 +398,64 @@ func orphanBackupKilled(t *testing.T, c *cluster.Cluster) {
 		s := vrrpState(c, backup)
 		return s == stBackup, s
 	})
+}
+
+// orphanMasterHung: the Master's daemon hangs (SIGSTOP: alive, but it renews nothing and sends
+// no adverts). The Backup takes over; the hung one's lease passes and its data path stops
+// directing; when the daemon continues it renews the lease, its priority takes the VIP back, and
+// no held connection notices more than a pause.
+func orphanMasterHung(t *testing.T, c *cluster.Cluster) {
+	master := c.Master()
+	backup := cluster.Other(master)
+	M, B := c.Node(master), c.Node(backup)
+	orphanPeersKnown(t, c)
+	h := holdConns(t, c, 50, 4)
+	marks := markLogs(c)
+	paused := c.PauseDirector(master)
+	resumed := false
+	defer func() {
+		if !resumed {
+			c.ResumeDirector(master)
+		}
+	}()
+	waitMaster(t, c, backup, paused, masterDownOf(c, backup)+orphanSlack)
+	waitUntil(t, paused, 3*time.Second, "the client's neighbour entry for the VIP to name "+backup, func() (bool, string) {
+		m := clientNeighMAC(c)
+		return sameMAC(m, B.MAC), m
+	})
+	capM := M.StartCapture(t, netns.NodeLink)
+	m0, m0at := mustSnapshot(t, M)
+	waitUntil(t, paused, leaseOf(t, c, master).Remaining+time.Since(paused)+2*time.Second, master+"'s lease to expire while its daemon hangs", func() (bool, string) {
+		l := leaseOf(t, c, master)
+		return l.Expired(), l.String()
+	})
+	h.progress(t, "with "+master+"'s daemon hung and its lease expired")
+	m1s := time.Now()
+	m1, _ := mustSnapshot(t, M)
+	frames, err := capM.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerFrames(t, "daemon hung", M, B, frames, m0at, m1s, m1.Counters.PassPeer-m0.Counters.PassPeer)
+	if tx := m1.Counters.Tx - m0.Counters.Tx; tx != 0 {
+		t.Errorf("%s (daemon hung, %s Master): expected no XDP_TX, seen %d", master, backup, tx)
+	}
+
+	c.ResumeDirector(master)
+	resumed = true
+	cont := time.Now()
+	waitUntil(t, cont, 3*time.Second, master+"'s lease renewed after SIGCONT", func() (bool, string) {
+		l := leaseOf(t, c, master)
+		return l.Set && !l.Expired(), l.String()
+	})
+	waitUntil(t, cont, 3*time.Second, "one Master again", func() (bool, string) {
+		a, b := vrrpState(c, master), vrrpState(c, backup)
+		return (a == stMaster) != (b == stMaster), a + "/" + b
+	})
+	h.progress(t, "after "+master+"'s daemon continued")
+	h.finish(t, master+"'s daemon hung, then continued", paused)
+	marks.checkRings(t, c, "across the hang")
+	t.Logf("%s hung %v; now %s %s, %s %s", master, cont.Sub(paused).Round(time.Millisecond), master, vrrpState(c, master), backup, vrrpState(c, backup))
 }
 
 // orphanGracefulRestarts: SIGTERM of the Master's daemon and a start at once (the data path is

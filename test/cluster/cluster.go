@@ -488,6 +488,7 @@ func (c *Cluster) Close() {
 	}
 	for _, name := range []string{DB3, DB2} {
 		if n := c.Nodes[name]; n != nil && n.proc != nil && n.proc.running() {
+			_ = n.proc.cmd.Process.Signal(syscall.SIGCONT) // a paused daemon (PauseDirector)
 			_ = n.proc.stop(5 * time.Second)
 		}
 	}
@@ -717,6 +718,27 @@ func (c *Cluster) CrashDirector(name string) time.Time {
 	_ = n.proc.cmd.Process.Kill()
 	<-n.proc.done
 	return at
+}
+
+// PauseDirector stops the director's xdplb with SIGSTOP (a hung daemon: alive, renewing nothing,
+// sending nothing) and returns the time; ResumeDirector sends SIGCONT. A paused daemon is resumed
+// by Close.
+func (c *Cluster) PauseDirector(name string) time.Time {
+	c.tb.Helper()
+	n := c.director(name)
+	if n.proc == nil || !n.proc.running() {
+		c.fatalf("%s: xdplb is not running", name)
+	}
+	at := time.Now()
+	c.mustf(n.proc.cmd.Process.Signal(syscall.SIGSTOP), "%s: SIGSTOP", name)
+	return at
+}
+
+// ResumeDirector continues a daemon stopped by PauseDirector.
+func (c *Cluster) ResumeDirector(name string) {
+	c.tb.Helper()
+	n := c.director(name)
+	c.mustf(n.proc.cmd.Process.Signal(syscall.SIGCONT), "%s: SIGCONT", name)
 }
 
 // DirectorRunning reports whether the director's xdplb runs.
