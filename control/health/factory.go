@@ -25,10 +25,10 @@ type ProberEnv struct {
 	MAC func(netip.Addr) (net.HardwareAddr, bool)
 	// MySQL makes the prober of check type mysql (written elsewhere, injected).
 	MySQL func(svc config.Service, rs config.RealServer) (Prober, error)
-	// VIPHolder reports whether addr is the VRRP Master of the VIPs right now (nil: never). The
-	// Master's own XDP program balances whatever arrives for the VIP, so a SYN sent to its MAC
-	// cannot test its DR path: for it only the primary check counts. A Backup is silent in
-	// VRRP, so the Master cannot know the Backup's MAC as a peer's and would balance the probe.
+	// VIPHolder reports whether addr is the VRRP Master of the VIPs right now (nil: never); for
+	// it only the primary check counts. An xdplb peer director passes our probes to its local
+	// stack in every state (it knows our MAC from our hellos), but a Master that is a keepalived
+	// + IPVS director would balance a SYN sent to its MAC, so its DR path is not probed.
 	VIPHolder func(netip.Addr) bool
 }
 
