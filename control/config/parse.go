@@ -208,10 +208,11 @@ func (p *parser) mac(n *yaml.Node, path string) (net.HardwareAddr, bool) {
 		return nil, false
 	}
 	m, err := net.ParseMAC(s)
-	if err == nil {
-		err = control.CheckMAC(m)
-	}
 	if err != nil {
+		p.errorf(resolve(n), path, "%q: want a MAC, six hex bytes like 02:00:00:00:00:0b", s)
+		return nil, false
+	}
+	if err := control.CheckMAC(m); err != nil {
 		p.errorf(resolve(n), path, "%q: %v", s, err)
 		return nil, false
 	}
@@ -473,11 +474,9 @@ func (p *parser) service(n *yaml.Node, path string) (Service, bool) {
 	}
 	if vn := f.get("vip"); vn != nil {
 		if s, ok := p.str(vn, path+".vip"); ok {
-			a, err := netip.ParseAddr(s)
-			if err == nil {
-				err = control.ServiceKey{VIP: a, Proto: control.TCP}.Validate()
-			}
-			if err != nil {
+			if a, err := netip.ParseAddr(s); err != nil {
+				p.errorf(resolve(vn), path+".vip", "%q: want an IP address, like 10.0.0.100 or fd00::100", s)
+			} else if err := (control.ServiceKey{VIP: a, Proto: control.TCP}).Validate(); err != nil {
 				p.errorf(resolve(vn), path+".vip", "%q: %v", s, err)
 			} else {
 				svc.Key.VIP = a
@@ -610,11 +609,9 @@ func (p *parser) realServer(n *yaml.Node, path string, sorry bool, svcPort uint1
 	}
 	if vn := f.get("address"); vn != nil {
 		if s, ok := p.str(vn, path+".address"); ok {
-			a, err := netip.ParseAddr(s)
-			if err == nil {
-				err = control.BackendSpec{Addr: a, Local: true}.Validate()
-			}
-			if err != nil {
+			if a, err := netip.ParseAddr(s); err != nil {
+				p.errorf(resolve(vn), path+".address", "%q: want an IP address, like 10.0.0.11 or fd00::11", s)
+			} else if err := (control.BackendSpec{Addr: a, Local: true}).Validate(); err != nil {
 				p.errorf(resolve(vn), path+".address", "%q: %v", s, err)
 			} else {
 				rs.Addr = a

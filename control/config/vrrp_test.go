@@ -137,6 +137,9 @@ func checkErrors(t *testing.T, src string, want []wantErr) {
 		if !strings.Contains(err.Error(), fmt.Sprintf("xdplb.yaml:%d: %s: ", w.line, w.field)) {
 			t.Errorf("Error() lacks file:line: field prefix:\n%v", err)
 		}
+		if leak := goErrorText(g.Msg); leak != "" {
+			t.Errorf("error %d shows Go's text %q: %s", i, leak, g.Msg)
+		}
 	}
 }
 
