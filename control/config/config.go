@@ -174,6 +174,8 @@ type FieldError struct {
 	Field string
 	Msg   string
 	file  string
+
+	repeated bool // a repeated key: the first value is used
 }
 
 func (e FieldError) Error() string {
@@ -317,7 +319,7 @@ func Parse(data []byte, name string) (*Config, []string, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, nil, syntaxError(name, err)
 	}
-	p := &parser{file: name}
+	p := newParser(name)
 	cfg := p.config(&doc)
 	if len(p.errs) > 0 {
 		return nil, p.warns, &ValidationError{File: name, Errors: p.errs}
