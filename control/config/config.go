@@ -116,7 +116,7 @@ func (m *MySQLCheck) Password() (string, error) {
 	case m.PasswordFile != "":
 		b, err := os.ReadFile(m.PasswordFile)
 		if err != nil {
-			return "", fmt.Errorf("mysql check password: %w", err)
+			return "", fmt.Errorf("mysql check password: %w", fileError(m.PasswordFile, err))
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
 	case m.PasswordEnv != "":
@@ -223,7 +223,7 @@ func Load(path string) (*Config, []string, error) {
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fileError(path, err)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
@@ -391,7 +391,7 @@ func (v *VRRPInstance) AuthPass() (string, error) {
 	case v.AuthPassFile != "":
 		b, err := os.ReadFile(v.AuthPassFile)
 		if err != nil {
-			return "", fmt.Errorf("vrrp %s auth_pass_file: %w", v.Name, err)
+			return "", fmt.Errorf("vrrp %s auth_pass_file: %w", v.Name, fileError(v.AuthPassFile, err))
 		}
 		pw := strings.TrimRight(string(b), "\r\n")
 		if len(pw) > MaxAuthPass {

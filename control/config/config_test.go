@@ -527,6 +527,27 @@ func TestLoadWarnings(t *testing.T) {
 	}
 }
 
+// A password file that cannot be read is named, without the system call (open).
+func TestPasswordFileMissing(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none.pw")
+	cfg, _, err := Parse([]byte(mysqlConfig("        password_file: "+missing)), "xdplb.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cfg.Services[0].Check.MySQL.Password()
+	if want := "mysql check password: " + missing + ": no such file or directory"; err == nil || err.Error() != want || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Password() = %v, want %s", err, want)
+	}
+	cfg, _, err = Parse([]byte(vrrpConfig("    version: 2\n    auth_pass_file: "+missing)), "xdplb.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cfg.VRRP[0].AuthPass()
+	if want := "vrrp VI_1 auth_pass_file: " + missing + ": no such file or directory"; err == nil || err.Error() != want || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("AuthPass() = %v, want %s", err, want)
+	}
+}
+
 func TestPeersAndMACs(t *testing.T) {
 	cfg, _, err := Parse([]byte("interfaces: [ens33]\npeers: [\"02:00:00:00:00:0b\"]\n"+
 		"services: [{vip: 10.0.0.100, port: 3306, real_servers: [{address: 10.0.0.11, mac: \"02:00:00:00:00:11\"}]}]\n"), "x.yaml")
