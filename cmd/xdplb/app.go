@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -138,6 +139,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return app
 }
 
+// badFlagValue matches the flag package's error for a value it cannot parse.
+var badFlagValue = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for (?:flag )?-+([^:\s]+): `)
+
+func commandFlags(c *cli.Context) []cli.Flag {
+	if c.Command == nil {
+		return nil
+	}
+	return c.Command.Flags
+}
+
 // onUsageError turns urfave/cli's flag errors into usage errors (exit code 2).
 func onUsageError(c *cli.Context, err error, _ bool) error {
 	msg := err.Error()
@@ -147,9 +158,16 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 	}{
 		{regexp.MustCompile(`^flag provided but not defined: -+(\S+)`), "unknown option --$1"},
 		{regexp.MustCompile(`^flag needs an argument: -+(\S+)`), "option --$1 needs a value"},
-		{regexp.MustCompile(`^invalid value "(.*)" for flag -+([^:]+): (.*)`), "bad value \"$1\" for --$2: $3"},
 	} {
 		msg = r.re.ReplaceAllString(msg, r.to)
+	}
+	// The flag package says only "parse error": say what the value must look like.
+	if m := badFlagValue.FindStringSubmatch(msg); m != nil {
+		want := "not a valid value"
+		if f := lookupFlag(append(slices.Clone(c.App.Flags), commandFlags(c)...), m[2]); f != nil {
+			want = flagWant(f)
+		}
+		msg = fmt.Sprintf("bad value %q for --%s: %s", m[1], m[2], want)
 	}
 	name := c.App.Name
 	if c.Command != nil && c.Command.HelpName != "" {

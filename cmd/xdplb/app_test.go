@@ -126,6 +126,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"backend", "add", "10.0.0.100:3306", "10.0.0.11", "--weight", "0"}, "--weight 0 needs --drain"},
 		{[]string{"backend", "add", "10.0.0.100:3306", "10.0.0.11", "--weight", "70000"}, "--weight 70000"},
 		{[]string{"backend", "add", "10.0.0.100:3306", "10.0.0.11", "--weight", "abc"}, `bad value "abc" for --weight`},
+		{[]string{"backend", "add", "10.0.0.100:3306", "10.0.0.11", "--weight", "abc"}, `bad value "abc" for --weight: want a whole number, 0 or more, like 3`},
+		{[]string{"backend", "add", "--weight", "abc", "10.0.0.100:3306", "10.0.0.11"}, `backend add: bad value "abc" for --weight: want a whole number, 0 or more, like 3`},
+		{[]string{"service", "add", "10.0.0.100:3306", "--persistence", "-1"}, `bad value "-1" for --persistence: want a whole number, 0 or more`},
+		{[]string{"service", "add", "--persistence", "1m", "10.0.0.100:3306"}, `bad value "1m" for --persistence: want a whole number, 0 or more`},
+		{[]string{"backend", "add", "10.0.0.100:3306", "10.0.0.11", "--drain=maybe"}, `bad value "maybe" for --drain: want true or false`},
+		{[]string{"list", "--stats=maybe"}, `list: bad value "maybe" for --stats: want true or false`},
 		{[]string{"backend", "add", "10.0.0.100:3306", "fd00::11", "--mac", "02:00:00:00:00:0b"}, "different IP versions"},
 		{[]string{"backend", "add", "10.0.0.100:3306", "127.0.0.1", "--mac", "02:00:00:00:00:0b"}, "loopback"},
 		{[]string{"backend", "del", "10.0.0.100:3306"}, "backend del: missing ADDR"},
@@ -140,10 +146,25 @@ func TestUsageErrors(t *testing.T) {
 		if r.code != 2 || !strings.HasPrefix(r.stderr, "xdplb: ") || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("xdplb %s: want exit 2 and an error containing %q, got %v", strings.Join(tc.args, " "), tc.want, r)
 		}
+		if leak := goErrorText(r.stderr); leak != "" {
+			t.Errorf("xdplb %s: the error shows Go's text %q: %s", strings.Join(tc.args, " "), leak, r.stderr)
+		}
 	}
 	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("usage errors touched the pin root %s: %v", root, err)
 	}
+}
+
+// goErrorText returns the first piece of a Go library's error text in s (a function name,
+// strconv's or the flag package's wording), or "".
+func goErrorText(s string) string {
+	for _, t := range []string{"ParseAddr", "ParseMAC", "ParseUint", "ParseInt", "ParseDuration", "strconv.", "invalid syntax",
+		"parse error", "invalid MAC address", "time: ", "for flag -", "invalid boolean"} {
+		if strings.Contains(s, t) {
+			return t
+		}
+	}
+	return ""
 }
 
 func TestParseVIPPort(t *testing.T) {

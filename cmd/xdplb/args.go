@@ -91,7 +91,8 @@ func positional(c *cli.Context, want ...string) ([]string, error) {
 			value = args[i]
 		}
 		if err := c.Set(f.Names()[0], value); err != nil {
-			return nil, usagef("%s: bad value %q for %s: %v", cmdName(c), value, a, err)
+			opt, _, _ := strings.Cut(a, "=")
+			return nil, usagef("%s: bad value %q for %s: %s", cmdName(c), value, opt, flagWant(f))
 		}
 	}
 	if len(pos) < len(want) {
@@ -101,6 +102,24 @@ func positional(c *cli.Context, want ...string) ([]string, error) {
 		return nil, usagef("%s: unexpected argument %q (usage: %s %s)", cmdName(c), pos[len(want)], c.Command.HelpName, c.Command.ArgsUsage)
 	}
 	return pos, nil
+}
+
+// flagWant says what a flag's value must look like, in place of the flag package's "parse
+// error" or strconv's text.
+func flagWant(f cli.Flag) string {
+	switch f.(type) {
+	case *cli.BoolFlag:
+		return "want true or false"
+	case *cli.IntFlag, *cli.Int64Flag:
+		return "want a whole number, like 3"
+	case *cli.UintFlag, *cli.Uint64Flag:
+		return "want a whole number, 0 or more, like 3"
+	case *cli.DurationFlag:
+		return "want a duration with its unit, like 3s, 500ms or 1m"
+	case *cli.Float64Flag:
+		return "want a number, like 1.5"
+	}
+	return "not a valid value"
 }
 
 func lookupFlag(flags []cli.Flag, name string) cli.Flag {

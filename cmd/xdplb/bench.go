@@ -163,7 +163,7 @@ func (e *env) newBenchRun(c *cli.Context) (*benchRun, []string, error) {
 			return nil, nil, usagef("--iface sends frames out of %s: give --iface-dst MAC, a host that may receive and drop them", c.String("iface"))
 		}
 		if _, err := net.ParseMAC(c.String("iface-dst")); err != nil {
-			return nil, nil, usagef("--iface-dst %q: %v", c.String("iface-dst"), err)
+			return nil, nil, usagef("bad --iface-dst %q: want a MAC, six hex bytes like 02:00:00:00:00:0b", c.String("iface-dst"))
 		}
 	}
 	if os.Geteuid() != 0 {

@@ -27,12 +27,19 @@ func TestBenchBadArgs(t *testing.T) {
 		{[]string{"--iface", "eth0"}, "--iface-dst"},
 		{[]string{"--iface-dst", "02:00:00:00:00:01"}, "--iface-dst needs --iface"},
 		{[]string{"--iface", "eth0", "--iface-dst", "zz"}, "--iface-dst"},
+		{[]string{"--iface", "eth0", "--iface-dst", "zz"}, `bad --iface-dst "zz": want a MAC, six hex bytes like 02:00:00:00:00:0b`},
+		{[]string{"--rounds", "x"}, `bad value "x" for --rounds: want a whole number, like 3`},
+		{[]string{"--throughput-duration", "3"}, `bad value "3" for --throughput-duration: want a duration with its unit, like 3s`},
+		{[]string{"--dataplane=maybe"}, `bad value "maybe" for --dataplane: want true or false`},
 		{[]string{"--iface", "eth0", "--iface-dst", "02:00:00:00:00:01", "--only", "dataplane"}, "throughput section"},
 		{[]string{"extra"}, "extra"},
 	} {
 		r := runCLI(append([]string{"bench", "--no-results"}, tc.args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("bench %v: want exit 2 with %q; got %v", tc.args, tc.want, r)
+		}
+		if leak := goErrorText(r.stderr); leak != "" {
+			t.Errorf("bench %v: the error shows Go's text %q: %s", tc.args, leak, r.stderr)
 		}
 	}
 }

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -114,7 +116,7 @@ func (m *MySQLCheck) Password() (string, error) {
 	case m.PasswordFile != "":
 		b, err := os.ReadFile(m.PasswordFile)
 		if err != nil {
-			return "", fmt.Errorf("mysql check password: %w", err)
+			return "", fmt.Errorf("mysql check password: %w", fileError(m.PasswordFile, err))
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
 	case m.PasswordEnv != "":
@@ -172,6 +174,8 @@ type FieldError struct {
 	Field string
 	Msg   string
 	file  string
+
+	repeated bool // a repeated key: the first value is used
 }
 
 func (e FieldError) Error() string {
@@ -214,16 +218,16 @@ func (e *ValidationError) Error() string {
 func Load(path string) (*Config, []string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fileError(path, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fileError(path, err)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fileError(path, err)
 	}
 	cfg, warns, err := Parse(data, path)
 	if err != nil {
@@ -238,7 +242,7 @@ func Load(path string) (*Config, []string, error) {
 			pst, err := os.Stat(v.AuthPassFile)
 			switch {
 			case err != nil:
-				warns = append(warns, fmt.Sprintf("%s: %s.auth_pass_file: %v", path, field, err))
+				warns = append(warns, fmt.Sprintf("%s: %s.auth_pass_file: %v", path, field, fileError(v.AuthPassFile, err)))
 			case pst.Mode().Perm()&0o044 != 0:
 				warns = append(warns, fmt.Sprintf("%s: %s.auth_pass_file: %s is readable by group or others (mode %04o); chmod 600 it", path, field, v.AuthPassFile, pst.Mode().Perm()))
 			}
@@ -257,7 +261,7 @@ func Load(path string) (*Config, []string, error) {
 			pst, err := os.Stat(m.PasswordFile)
 			switch {
 			case err != nil:
-				warns = append(warns, fmt.Sprintf("%s: %s.password_file: %v", path, field, err))
+				warns = append(warns, fmt.Sprintf("%s: %s.password_file: %v", path, field, fileError(m.PasswordFile, err)))
 			case pst.Mode().Perm()&0o044 != 0:
 				warns = append(warns, fmt.Sprintf("%s: %s.password_file: %s is readable by group or others (mode %04o); chmod 600 it", path, field, m.PasswordFile, pst.Mode().Perm()))
 			}
@@ -266,13 +270,56 @@ func Load(path string) (*Config, []string, error) {
 	return cfg, warns, nil
 }
 
+// fileError says "PATH: no such file or directory" where os says "open PATH: ..." or
+// "stat PATH: ...": the system call is no business of the reader. It wraps the cause, so
+// errors.Is(err, fs.ErrNotExist) still holds.
+func fileError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", path, pe.Err)
+	}
+	return err
+}
+
+// yamlLine is the line yaml.v3 puts in a syntax error: "yaml: line 3: ...".
+var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
+
+// yamlProblems says libyaml's complaints in the reader's words, with the likely mistake.
+var yamlProblems = map[string]string{
+	"did not find expected ',' or ']'":               "a [ list is not closed: want ] after its last item",
+	"did not find expected ',' or '}'":               "a { mapping is not closed: want } after its last key",
+	"found character that cannot start any token":    "a character that cannot start a value (YAML indents with spaces, not tabs; quote a value that starts with @ or `)",
+	"mapping values are not allowed in this context": `"key: value" where a value was wanted (quote a value that holds ": ", or put the key on its own line)`,
+	"did not find expected key":                      "a line is not indented like the keys around it, or a ] or } closes nothing",
+	"did not find expected '-' indicator":            "a list item is not indented like the items around it (each starts with \"- \")",
+	"found unexpected end of stream":                 "the file ends inside a quoted value: close the quote",
+	"control characters are not allowed":             "a control character: want plain UTF-8 text",
+}
+
+// syntaxError turns yaml.v3's error for a file that is not YAML into
+// "NAME: line N: not valid YAML: what is wrong".
+func syntaxError(name string, err error) error {
+	msg := err.Error()
+	where := ""
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		msg = msg[len(m[0]):]
+		if m[1] != "" {
+			where = "line " + m[1] + ": "
+		}
+	}
+	if s, ok := yamlProblems[msg]; ok {
+		msg = s
+	}
+	return fmt.Errorf("%s: %snot valid YAML: %s", name, where, msg)
+}
+
 // Parse parses and validates data; name is the file name used in messages.
 func Parse(data []byte, name string) (*Config, []string, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
+		return nil, nil, syntaxError(name, err)
 	}
-	p := &parser{file: name}
+	p := newParser(name)
 	cfg := p.config(&doc)
 	if len(p.errs) > 0 {
 		return nil, p.warns, &ValidationError{File: name, Errors: p.errs}
@@ -344,7 +391,7 @@ func (v *VRRPInstance) AuthPass() (string, error) {
 	case v.AuthPassFile != "":
 		b, err := os.ReadFile(v.AuthPassFile)
 		if err != nil {
-			return "", fmt.Errorf("vrrp %s auth_pass_file: %w", v.Name, err)
+			return "", fmt.Errorf("vrrp %s auth_pass_file: %w", v.Name, fileError(v.AuthPassFile, err))
 		}
 		pw := strings.TrimRight(string(b), "\r\n")
 		if len(pw) > MaxAuthPass {

@@ -286,6 +286,13 @@ func TestErrors(t *testing.T) {
 		{"port-0 service needs real server ports", withLine(5, "proto: tcp"), []wantErr{
 			{3, "services[0].real_servers[0].port", "every port"}, {3, "services[0].real_servers[1].port", "every port"}}},
 		{"empty file", "", []wantErr{{0, "", "empty"}}},
+		// Go's parsers' texts (netip.ParseAddr, net.ParseMAC) are not shown: the message says what is wanted.
+		{"vip with a field over 255", withLine(4, "vip: 10.99.0.1000"), []wantErr{{4, "services[0].vip", `"10.99.0.1000": want an IP address, like 10.0.0.100 or fd00::100`}}},
+		{"vip a name", withLine(4, "vip: db.example.com"), []wantErr{{4, "services[0].vip", `"db.example.com": want an IP address, like 10.0.0.100 or fd00::100`}}},
+		{"real server address not an address", withLine(11, "- address: 10.0.0.1111"), []wantErr{{11, "services[0].real_servers[0].address", `"10.0.0.1111": want an IP address, like 10.0.0.11 or fd00::11`}}},
+		{"real server mac not a mac", withLine(12, "mac: 02:00:00:00:00"), []wantErr{{12, "services[0].real_servers[0].mac", `"02:00:00:00:00": want a MAC, six hex bytes like 02:00:00:00:00:0b`}}},
+		{"peer not a mac", withLine(1, "interfaces: [ens33]\npeers: [zz]"), []wantErr{{2, "peers[0]", `"zz": want a MAC, six hex bytes like 02:00:00:00:00:0b`}}},
+		{"sorry server not an address", withLine(6, "sorry_server: {address: 10.0.0.x}"), []wantErr{{6, "services[0].sorry_server.address", `"10.0.0.x": want an IP address`}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -310,6 +317,9 @@ func TestErrors(t *testing.T) {
 				}
 				if w.line > 0 && !strings.Contains(err.Error(), fmt.Sprintf("xdplb.yaml:%d: %s: ", w.line, w.field)) {
 					t.Errorf("Error() lacks file:line: field prefix:\n%v", err)
+				}
+				if leak := goErrorText(g.Msg); leak != "" {
+					t.Errorf("error %d shows Go's text %q: %s", i, leak, g.Msg)
 				}
 			}
 		})
@@ -505,6 +515,37 @@ func TestLoadWarnings(t *testing.T) {
 	if _, _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Error("Load of a missing file: no error")
 	}
+	// The file is named, the system call (open, stat) is not; the cause is still there.
+	missing := filepath.Join(dir, "missing.yaml")
+	if _, _, err := Load(missing); err == nil || err.Error() != missing+": no such file or directory" || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load of a missing file: %v", err)
+	}
+	p := write("xdplb-missing-pw.yaml", mysqlConfig("        password_file: "+filepath.Join(dir, "none.pw")), 0o600)
+	if _, warns, err := Load(p); err != nil || len(warns) != 1 || strings.Contains(warns[0], "stat ") ||
+		!strings.HasSuffix(warns[0], ".password_file: "+filepath.Join(dir, "none.pw")+": no such file or directory") {
+		t.Errorf("missing password_file: warnings %q, error %v", warns, err)
+	}
+}
+
+// A password file that cannot be read is named, without the system call (open).
+func TestPasswordFileMissing(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none.pw")
+	cfg, _, err := Parse([]byte(mysqlConfig("        password_file: "+missing)), "xdplb.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cfg.Services[0].Check.MySQL.Password()
+	if want := "mysql check password: " + missing + ": no such file or directory"; err == nil || err.Error() != want || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Password() = %v, want %s", err, want)
+	}
+	cfg, _, err = Parse([]byte(vrrpConfig("    version: 2\n    auth_pass_file: "+missing)), "xdplb.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cfg.VRRP[0].AuthPass()
+	if want := "vrrp VI_1 auth_pass_file: " + missing + ": no such file or directory"; err == nil || err.Error() != want || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("AuthPass() = %v, want %s", err, want)
+	}
 }
 
 func TestPeersAndMACs(t *testing.T) {
@@ -572,4 +613,30 @@ func TestYAMLSyntaxError(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "xdplb.yaml: ") {
 		t.Errorf("got %v", err)
 	}
+	// yaml.v3's "yaml: line N:" prefix and libyaml's wording are not shown.
+	for _, tt := range []struct{ yaml, want string }{
+		{"interfaces: [ens33\n", "xdplb.yaml: line 1: not valid YAML: a [ list is not closed: want ] after its last item"},
+		{"maps: {services: 16\n", "xdplb.yaml: line 1: not valid YAML: a { mapping is not closed: want } after its last key"},
+		{"interfaces: [ens33]\nmaps:\n\tservices: 16\n", "xdplb.yaml: line 3: not valid YAML: a character that cannot start a value (YAML indents with spaces, not tabs"},
+		{"metrics: host: 9447\n", `xdplb.yaml: not valid YAML: "key: value" where a value was wanted`},
+		{"maps:\n  services: 16\n backends: 64\n", "xdplb.yaml: line 2: not valid YAML: a line is not indented like the keys around it"},
+		{"metrics: \"127.0.0.1:9447\n", "xdplb.yaml: line 2: not valid YAML: the file ends inside a quoted value: close the quote"},
+	} {
+		_, _, err := Parse([]byte(tt.yaml), "xdplb.yaml")
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), " yaml: ") {
+			t.Errorf("%q: got %v, want %s", tt.yaml, err, tt.want)
+		}
+	}
+}
+
+// goErrorText returns the first piece of a Go library's error text in s (a function name,
+// strconv's, time's, net's or yaml.v3's wording), or "".
+func goErrorText(s string) string {
+	for _, t := range []string{"ParseAddr", "ParseMAC", "ParseUint", "ParseInt", "ParseDuration", "strconv.", "invalid syntax",
+		"invalid MAC address", "time: ", "yaml: ", "cannot unmarshal", "!!str", "!!int", "open ", "stat "} {
+		if strings.Contains(s, t) {
+			return t
+		}
+	}
+	return ""
 }

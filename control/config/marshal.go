@@ -75,113 +75,10 @@ func (o MarshalOptions) Marshal(c *Config) ([]byte, error) {
 	return out, nil
 }
 
-// The yaml* types mirror the file: field order is key order, omitempty leaves defaults out.
-type yamlConfig struct {
-	Interfaces         []string      `yaml:"interfaces,flow,omitempty"`
-	Maps               *yamlSizes    `yaml:"maps,omitempty"`
-	HashSeed           uint32        `yaml:"hash_seed,omitempty"`
-	Metrics            string        `yaml:"metrics,omitempty"`
-	AllowRemoteMetrics bool          `yaml:"allow_remote_metrics,omitempty"`
-	Peers              []string      `yaml:"peers,omitempty"`
-	DirectorLease      string        `yaml:"director_lease,omitempty"`
-	Services           []yamlService `yaml:"services,omitempty"`
-	VRRP               []yamlVRRP    `yaml:"vrrp,omitempty"`
-}
-
-type yamlVRRP struct {
-	Name           string   `yaml:"name"`
-	Interface      string   `yaml:"interface"`
-	Version        int      `yaml:"version,omitempty"`
-	VRID           uint8    `yaml:"vrid"`
-	Priority       uint8    `yaml:"priority,omitempty"`
-	AdvertInterval string   `yaml:"advert_interval,omitempty"`
-	Preempt        *bool    `yaml:"preempt,omitempty"`
-	PreemptDelay   string   `yaml:"preempt_delay,omitempty"`
-	AuthPass       *string  `yaml:"auth_pass,omitempty"`
-	AuthPassFile   string   `yaml:"auth_pass_file,omitempty"`
-	PseudoHeader   *bool    `yaml:"checksum_pseudo_header,omitempty"`
-	UnicastPeers   []string `yaml:"unicast_peers,flow,omitempty"`
-	VIPs           []string `yaml:"vips,flow"`
-	Notify         []string `yaml:"notify,flow,omitempty"`
-	GARPRepeat     *int     `yaml:"garp_repeat,omitempty"`
-	GARPDelay      string   `yaml:"garp_delay,omitempty"`
-	PeerTimeout    string   `yaml:"peer_timeout,omitempty"`
-	TrackServices  []string `yaml:"track_services,flow,omitempty"`
-}
-
-type yamlSizes struct {
-	Services  *uint32 `yaml:"services,omitempty"`
-	Backends  *uint32 `yaml:"backends,omitempty"`
-	Peers     *uint32 `yaml:"peers,omitempty"`
-	Conntrack *uint32 `yaml:"conntrack,omitempty"`
-	Persist   *uint32 `yaml:"persist,omitempty"`
-	RingSize  *uint32 `yaml:"ring_size,omitempty"`
-}
-
-type yamlService struct {
-	Name        string           `yaml:"name,omitempty"`
-	VIP         string           `yaml:"vip"`
-	Port        uint16           `yaml:"port,omitempty"`
-	Proto       string           `yaml:"proto,omitempty"`
-	Scheduler   string           `yaml:"scheduler,omitempty"`
-	Persistence string           `yaml:"persistence,omitempty"`
-	Quorum      *int             `yaml:"quorum,omitempty"`
-	Hysteresis  int              `yaml:"hysteresis,omitempty"`
-	Sorry       *yamlSorry       `yaml:"sorry_server,omitempty"`
-	Check       *yamlCheck       `yaml:"check,omitempty"`
-	RealServers []yamlRealServer `yaml:"real_servers,omitempty"`
-}
-
-type yamlRealServer struct {
-	Address string  `yaml:"address"`
-	Port    uint16  `yaml:"port,omitempty"`
-	Weight  *uint32 `yaml:"weight,omitempty"`
-	Local   bool    `yaml:"local,omitempty"`
-	MAC     string  `yaml:"mac,omitempty"`
-	Drain   bool    `yaml:"drain,omitempty"`
-}
-
-type yamlSorry struct {
-	Address string `yaml:"address"`
-	Port    uint16 `yaml:"port,omitempty"`
-	Local   bool   `yaml:"local,omitempty"`
-	MAC     string `yaml:"mac,omitempty"`
-}
-
-type yamlCheck struct {
-	Type     *string    `yaml:"type,omitempty"`
-	Interval string     `yaml:"interval,omitempty"`
-	Timeout  string     `yaml:"timeout,omitempty"`
-	Rise     *int       `yaml:"rise,omitempty"`
-	Fall     *int       `yaml:"fall,omitempty"`
-	DRPath   *bool      `yaml:"dr_path,omitempty"`
-	Drain    bool       `yaml:"drain,omitempty"`
-	MySQL    *yamlMySQL `yaml:"mysql,omitempty"`
-	Exec     *yamlExec  `yaml:"exec,omitempty"`
-}
-
-type yamlMySQL struct {
-	User              string  `yaml:"user,omitempty"`
-	Password          *string `yaml:"password,omitempty"`
-	PasswordFile      string  `yaml:"password_file,omitempty"`
-	PasswordEnv       string  `yaml:"password_env,omitempty"`
-	Writable          bool    `yaml:"writable,omitempty"`
-	MaxReplicationLag string  `yaml:"max_replication_lag,omitempty"`
-	Database          string  `yaml:"database,omitempty"`
-}
-
-type yamlExec struct {
-	Command []string `yaml:"command,flow,omitempty"`
-	Dynamic bool     `yaml:"dynamic,omitempty"`
-}
-
-// defaultCheck is the check Parse gives a service that has no check key.
-var defaultCheck = Check{Type: CheckTCP, Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
-
 func (o MarshalOptions) document(c *Config) (*yamlConfig, error) {
 	y := &yamlConfig{Interfaces: c.Interfaces, HashSeed: c.HashSeed}
 	y.Maps = sizesDoc(c.Sizes)
-	if c.Metrics != DefaultMetrics {
+	if c.Metrics != defaultConfig().Metrics {
 		y.Metrics = c.Metrics
 		// Parse accepts a non-loopback address only with allow_remote_metrics.
 		y.AllowRemoteMetrics = checkMetrics(c.Metrics, false) != ""
@@ -212,17 +109,18 @@ func (o MarshalOptions) document(c *Config) (*yamlConfig, error) {
 func (o MarshalOptions) vrrpDoc(v VRRPInstance, path string) (yamlVRRP, error) {
 	y := yamlVRRP{Name: v.Name, Interface: v.Interface, VRID: v.VRID, AuthPassFile: v.AuthPassFile, Notify: v.Notify,
 		TrackServices: v.TrackServices}
-	if v.Version != DefaultVRRPVersion {
+	def := defaultVRRP()
+	if v.Version != def.Version {
 		y.Version = v.Version
 	}
-	if v.Priority != DefaultVRRPPriority {
+	if v.Priority != def.Priority {
 		y.Priority = v.Priority
 	}
-	if v.AdvertInterval != DefaultAdvertInterval {
+	if v.AdvertInterval != def.AdvertInterval {
 		y.AdvertInterval = durationString(v.AdvertInterval)
 	}
-	if !v.Preempt {
-		y.Preempt = new(false)
+	if v.Preempt != def.Preempt {
+		y.Preempt = new(v.Preempt)
 	}
 	if v.PreemptDelay != 0 {
 		y.PreemptDelay = durationString(v.PreemptDelay)
@@ -233,8 +131,8 @@ func (o MarshalOptions) vrrpDoc(v VRRPInstance, path string) (yamlVRRP, error) {
 		}
 		y.AuthPass = new(v.authPass)
 	}
-	if !v.PseudoHeader {
-		y.PseudoHeader = new(false)
+	if v.PseudoHeader != def.PseudoHeader {
+		y.PseudoHeader = new(v.PseudoHeader)
 	}
 	for _, a := range v.UnicastPeers {
 		y.UnicastPeers = append(y.UnicastPeers, addrString(a))
@@ -242,10 +140,10 @@ func (o MarshalOptions) vrrpDoc(v VRRPInstance, path string) (yamlVRRP, error) {
 	for _, a := range v.VIPs {
 		y.VIPs = append(y.VIPs, addrString(a))
 	}
-	if v.GARPRepeat != DefaultGARPRepeat {
+	if v.GARPRepeat != def.GARPRepeat {
 		y.GARPRepeat = new(v.GARPRepeat)
 	}
-	if v.GARPDelay != DefaultGARPDelay {
+	if v.GARPDelay != def.GARPDelay {
 		// "0s" is not the empty string: a zero delay is written.
 		y.GARPDelay = durationString(v.GARPDelay)
 	}
@@ -255,23 +153,20 @@ func (o MarshalOptions) vrrpDoc(v VRRPInstance, path string) (yamlVRRP, error) {
 	return y, nil
 }
 
+// sizesDoc writes the sizes that are not at their default (yamlSizes has loader.Sizes's field
+// names), or nil.
 func sizesDoc(s loader.Sizes) *yamlSizes {
-	def := loader.DefaultSizes()
 	var y yamlSizes
+	yv, sv, dv := reflect.ValueOf(&y).Elem(), reflect.ValueOf(s), reflect.ValueOf(defaultConfig().Sizes)
 	set := false
-	pick := func(v, d uint32) *uint32 {
-		if v == d {
-			return nil
+	for i := range yv.NumField() {
+		name := yv.Type().Field(i).Name
+		if v := sv.FieldByName(name); !v.Equal(dv.FieldByName(name)) {
+			yv.Field(i).Set(reflect.New(v.Type()))
+			yv.Field(i).Elem().Set(v)
+			set = true
 		}
-		set = true
-		return &v
 	}
-	y.Services = pick(s.Services, def.Services)
-	y.Backends = pick(s.Backends, def.Backends)
-	y.Peers = pick(s.Peers, def.Peers)
-	y.Conntrack = pick(s.Conntrack, def.Conntrack)
-	y.Persist = pick(s.Persist, def.Persist)
-	y.RingSize = pick(s.RingSize, def.RingSize)
 	if !set {
 		return nil
 	}
@@ -285,20 +180,21 @@ func (o MarshalOptions) serviceDoc(s Service, path string) (yamlService, error) 
 		Port:       s.Key.Port,
 		Hysteresis: s.Hysteresis,
 	}
+	def := defaultService()
 	switch s.Key.Proto {
-	case control.TCP:
+	case control.TCP: // the default
 	case control.UDP:
 		y.Proto = "udp"
 	default:
 		return y, fmt.Errorf("config: Marshal: %s.proto: protocol %d: %w", path, uint8(s.Key.Proto), ErrNotRepresentable)
 	}
-	if s.Scheduler != "maglev" {
+	if s.Scheduler != def.Scheduler {
 		y.Scheduler = s.Scheduler
 	}
 	if s.Persistence != 0 {
 		y.Persistence = durationString(s.Persistence)
 	}
-	if s.Quorum != 1 {
+	if s.Quorum != def.Quorum {
 		q := s.Quorum
 		y.Quorum = &q
 	}
@@ -312,7 +208,7 @@ func (o MarshalOptions) serviceDoc(s Service, path string) (yamlService, error) 
 	y.Check = ck
 	for _, rs := range s.RealServers {
 		yr := yamlRealServer{Address: addrString(rs.Addr), Port: rs.Port, Local: rs.Local, MAC: rs.MAC.String(), Drain: rs.Drain}
-		if rs.Weight != 1 {
+		if rs.Weight != defaultRealServer.Weight {
 			w := rs.Weight
 			yr.Weight = &w
 		}

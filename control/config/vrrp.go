@@ -7,34 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
-// The vrrp section: a list of instances. Keys, with keepalived's names:
-//
-//	name                    vrrp_instance NAME
-//	interface               interface
-//	version                 vrrp_version (2 or 3)
-//	vrid                    virtual_router_id
-//	priority                priority
-//	advert_interval         advert_int
-//	preempt                 false = nopreempt
-//	preempt_delay           preempt_delay
-//	auth_pass               authentication { auth_type PASS; auth_pass } (v2 only)
-//	auth_pass_file          the same, read from a file
-//	checksum_pseudo_header  (keepalived's default; v3 IPv4 only)
-//	unicast_peers           unicast_peer
-//	vips                    virtual_ipaddress
-//	notify                  notify (argv, never through a shell)
-//	garp_repeat             garp_master_repeat
-//	garp_delay              garp_master_delay
-//	peer_timeout            (xdplb: how long a silent peer's MAC stays in the peers map)
-//	track_services          track_script, without weights: names of services; Fault while any
-//	                        of them has lost its quorum
-var vrrpKeys = []string{"name", "interface", "version", "vrid", "priority", "advert_interval", "preempt",
-	"preempt_delay", "auth_pass", "auth_pass_file", "checksum_pseudo_header", "unicast_peers", "vips", "notify",
-	"garp_repeat", "garp_delay", "peer_timeout", "track_services"}
+// The vrrp section is a list of instances (yamlVRRP in schema.go gives the keys with
+// keepalived's names).
 
 // Limits of the advertisement interval.
 const (
@@ -42,7 +18,7 @@ const (
 	maxV3Interval = 4095 * 10 * time.Millisecond
 )
 
-func (p *parser) vrrpInstances(n *yaml.Node, cfg *Config) {
+func (p *parser) vrrpInstances(ys []yamlVRRP, cfg *Config) {
 	names := map[string]int{}
 	type vridKey struct {
 		iface string
@@ -50,20 +26,20 @@ func (p *parser) vrrpInstances(n *yaml.Node, cfg *Config) {
 		vrid  uint8
 	}
 	vrids := map[vridKey]int{}
-	for i, vn := range p.sequence(n, "vrrp") {
+	for i := range ys {
 		path := fmt.Sprintf("vrrp[%d]", i)
-		v, f, ok := p.vrrpInstance(vn, path, cfg)
+		v, ok := p.vrrpInstance(&ys[i], path, cfg)
 		if !ok {
 			continue
 		}
 		if j, dup := names[v.Name]; dup {
-			p.errorf(keyOr(f, "name", resolve(vn)), path+".name", "%q is already the name of vrrp[%d]", v.Name, j)
+			p.errorf(p.keyOr(path+".name", p.vals[path]), path+".name", "%q is already the name of vrrp[%d]", v.Name, j)
 			continue
 		}
 		names[v.Name] = i
 		k := vridKey{v.Interface, v.VIPs[0].Is6(), v.VRID}
 		if j, dup := vrids[k]; dup {
-			p.errorf(keyOr(f, "vrid", resolve(vn)), path+".vrid", "%d is already the vrid of vrrp[%d] on %s (one virtual router per vrid, interface and address family)", v.VRID, j, v.Interface)
+			p.errorf(p.keyOr(path+".vrid", p.vals[path]), path+".vrid", "%d is already the vrid of vrrp[%d] on %s (one virtual router per vrid, interface and address family)", v.VRID, j, v.Interface)
 			continue
 		}
 		vrids[k] = i
@@ -72,38 +48,38 @@ func (p *parser) vrrpInstances(n *yaml.Node, cfg *Config) {
 }
 
 // vrrpAddr parses an address usable as a VIP or a unicast peer.
-func (p *parser) vrrpAddr(n *yaml.Node, path string) (netip.Addr, bool) {
-	s, ok := p.str(n, path)
-	if !ok {
-		return netip.Addr{}, false
-	}
+func (p *parser) vrrpAddr(s, path string) (netip.Addr, bool) {
 	a, err := netip.ParseAddr(s)
 	switch {
 	case err != nil:
-		p.errorf(resolve(n), path, "%q: want an IP address", s)
+		p.bad(path, "%q: want an IP address", s)
 	case a.Zone() != "":
-		p.errorf(resolve(n), path, "%q: no zone (the instance's interface is used)", s)
+		p.bad(path, "%q: no zone (the instance's interface is used)", s)
 	case !a.Unmap().IsGlobalUnicast():
-		p.errorf(resolve(n), path, "%q: want a unicast address (not loopback, link-local, multicast or unspecified)", s)
+		p.bad(path, "%q: want a unicast address (not loopback, link-local, multicast or unspecified)", s)
 	default:
 		return a.Unmap(), true
 	}
 	return netip.Addr{}, false
 }
 
-func (p *parser) vrrpAddrs(n *yaml.Node, path string) ([]netip.Addr, bool) {
+func (p *parser) vrrpAddrs(list []string, path string) ([]netip.Addr, bool) {
 	var out []netip.Addr
 	ok := true
 	seen := map[netip.Addr]int{}
-	for i, an := range p.sequence(n, path) {
+	for i, s := range list {
 		ipath := fmt.Sprintf("%s[%d]", path, i)
-		a, aok := p.vrrpAddr(an, ipath)
+		if p.hasErrorUnder(ipath) {
+			ok = false
+			continue
+		}
+		a, aok := p.vrrpAddr(s, ipath)
 		if !aok {
 			ok = false
 			continue
 		}
 		if j, dup := seen[a]; dup {
-			p.errorf(resolve(an), ipath, "%s is already %s[%d]", a, path, j)
+			p.bad(ipath, "%s is already %s[%d]", a, path, j)
 			ok = false
 			continue
 		}
@@ -113,215 +89,175 @@ func (p *parser) vrrpAddrs(n *yaml.Node, path string) ([]netip.Addr, bool) {
 	return out, ok && !p.hasErrorUnder(path)
 }
 
-func (p *parser) vrrpInstance(n *yaml.Node, path string, cfg *Config) (VRRPInstance, fields, bool) {
-	v := VRRPInstance{
-		Version: DefaultVRRPVersion, Priority: DefaultVRRPPriority, AdvertInterval: DefaultAdvertInterval,
-		Preempt: true, PseudoHeader: true, GARPRepeat: DefaultGARPRepeat, GARPDelay: DefaultGARPDelay,
+func (p *parser) vrrpInstance(y *yamlVRRP, path string, cfg *Config) (VRRPInstance, bool) {
+	v := defaultVRRP()
+	if !p.isMapping(path) {
+		return v, false
 	}
-	nerr := len(p.errs)
-	f, ok := p.mapping(n, path, vrrpKeys...)
-	if !ok {
-		return v, f, false
-	}
-	n = resolve(n)
+	n := p.vals[path]
+	key := func(k string) string { return path + "." + k }
 
-	if vn := f.get("name"); vn != nil {
-		if s, ok := p.str(vn, path+".name"); ok {
-			if s == "" || strings.ContainsAny(s, " \t\n\"\\") {
-				p.errorf(resolve(vn), path+".name", "%q: want a word (no spaces or quotes)", s)
+	if p.has(key("name")) {
+		if p.given(key("name")) {
+			if s := y.Name; s == "" || strings.ContainsAny(s, " \t\n\"\\") {
+				p.bad(key("name"), "%q: want a word (no spaces or quotes)", s)
 			} else {
 				v.Name = s
 			}
 		}
 	} else {
-		p.errorf(n, path+".name", "missing: a name for the instance (like VI_1)")
+		p.errorf(n, key("name"), "missing: a name for the instance (like VI_1)")
 	}
-	if vn := f.get("interface"); vn != nil {
-		if s, ok := p.str(vn, path+".interface"); ok {
-			if !contains(cfg.Interfaces, s) {
-				p.errorf(resolve(vn), path+".interface", "%q is not one of interfaces %v: VRRP runs on an interface the data path is attached to", s, cfg.Interfaces)
+	if p.has(key("interface")) {
+		if p.given(key("interface")) {
+			if s := y.Interface; !contains(cfg.Interfaces, s) {
+				p.bad(key("interface"), "%q is not one of interfaces %v: VRRP runs on an interface the data path is attached to", s, cfg.Interfaces)
 			} else {
 				v.Interface = s
 			}
 		}
 	} else {
-		p.errorf(n, path+".interface", "missing: the interface the instance advertises on")
+		p.errorf(n, key("interface"), "missing: the interface the instance advertises on")
 	}
-	versionOK := true
-	if vn := f.get("version"); vn != nil {
-		if x, ok := p.integer(vn, path+".version", 2, 3); ok {
-			v.Version = int(x)
-		} else {
-			versionOK = false
-		}
+	versionOK := !p.failed(key("version"))
+	if p.given(key("version")) {
+		v.Version = y.Version
 	}
-	if vn := f.get("vrid"); vn != nil {
-		if x, ok := p.integer(vn, path+".vrid", 1, 255); ok {
-			v.VRID = uint8(x)
-		}
+	if p.has(key("vrid")) {
+		v.VRID = y.VRID
 	} else {
-		p.errorf(n, path+".vrid", "missing: the virtual router id, 1..255 (keepalived virtual_router_id)")
+		p.errorf(n, key("vrid"), "missing: the virtual router id, 1..255 (keepalived virtual_router_id)")
 	}
-	if vn := f.get("priority"); vn != nil {
-		if x, ok := p.integer(vn, path+".priority", 1, 255); ok {
-			v.Priority = uint8(x)
-		}
+	if p.given(key("priority")) {
+		v.Priority = y.Priority
 	}
-	if vn := f.get("advert_interval"); vn != nil && versionOK {
-		if d, ok := p.duration(vn, path+".advert_interval"); ok {
+	if versionOK {
+		if d, ok := p.duration(key("advert_interval")); ok {
 			switch {
 			case v.Version == 2 && (d < time.Second || d > maxV2Interval || d%time.Second != 0):
-				p.errorf(resolve(vn), path+".advert_interval", "%v: VRRPv2 wants whole seconds, 1s..255s", d)
+				p.bad(key("advert_interval"), "%v: VRRPv2 wants whole seconds, 1s..255s", d)
 			case v.Version == 3 && (d < 10*time.Millisecond || d > maxV3Interval || d%(10*time.Millisecond) != 0):
-				p.errorf(resolve(vn), path+".advert_interval", "%v: VRRPv3 wants 10ms..40.95s in steps of 10ms", d)
+				p.bad(key("advert_interval"), "%v: VRRPv3 wants 10ms..40.95s in steps of 10ms", d)
 			default:
 				v.AdvertInterval = d
 			}
 		}
 	}
-	if vn := f.get("preempt"); vn != nil {
-		if b, ok := p.boolean(vn, path+".preempt"); ok {
-			v.Preempt = b
-		}
+	if y.Preempt != nil {
+		v.Preempt = *y.Preempt
 	}
-	if vn := f.get("preempt_delay"); vn != nil {
-		if d, ok := p.duration(vn, path+".preempt_delay"); ok {
-			if d > time.Hour {
-				p.errorf(resolve(vn), path+".preempt_delay", "%v: at most 1h", d)
-			} else {
-				v.PreemptDelay = d
-			}
+	if d, ok := p.duration(key("preempt_delay")); ok {
+		if d > time.Hour {
+			p.bad(key("preempt_delay"), "%v: at most 1h", d)
+		} else {
+			v.PreemptDelay = d
 		}
 	}
 
-	if vn := f.get("auth_pass"); vn != nil {
-		// Never echo the value: the errors name the key only.
-		switch vn := resolve(vn); {
-		case vn.Kind != yaml.ScalarNode:
-			p.errorf(vn, path+".auth_pass", "want a single value")
-		case len(vn.Value) > MaxAuthPass:
-			p.errorf(vn, path+".auth_pass", "%d bytes: a VRRPv2 password is at most %d bytes", len(vn.Value), MaxAuthPass)
-		case vn.Value == "":
-			p.errorf(vn, path+".auth_pass", "empty: leave the key out for no authentication")
+	// Never echo the password: the errors name the key only.
+	if y.AuthPass != nil {
+		switch pw := *y.AuthPass; {
+		case len(pw) > MaxAuthPass:
+			p.bad(key("auth_pass"), "%d bytes: a VRRPv2 password is at most %d bytes", len(pw), MaxAuthPass)
+		case pw == "":
+			p.bad(key("auth_pass"), "empty: leave the key out for no authentication")
 		default:
-			v.authPass, v.hasAuthPass = vn.Value, true
+			v.authPass, v.hasAuthPass = pw, true
 		}
 	}
-	if vn := f.get("auth_pass_file"); vn != nil {
-		if s, ok := p.str(vn, path+".auth_pass_file"); ok {
-			if !filepath.IsAbs(s) {
-				p.errorf(resolve(vn), path+".auth_pass_file", "%q: want an absolute path", s)
-			} else {
-				v.AuthPassFile = s
-			}
+	if p.given(key("auth_pass_file")) {
+		if s := y.AuthPassFile; !filepath.IsAbs(s) {
+			p.bad(key("auth_pass_file"), "%q: want an absolute path", s)
+		} else {
+			v.AuthPassFile = s
 		}
 	}
-	if f.has("auth_pass") && f.has("auth_pass_file") {
-		p.errorf(f.keys["auth_pass_file"], path+".auth_pass_file", "the password is given 2 ways (auth_pass, auth_pass_file): keep one")
+	if p.has(key("auth_pass")) && p.has(key("auth_pass_file")) {
+		p.errorf(p.keys[key("auth_pass_file")], key("auth_pass_file"), "the password is given 2 ways (auth_pass, auth_pass_file): keep one")
 	}
 	if versionOK && v.Version == 3 {
 		for _, k := range []string{"auth_pass", "auth_pass_file"} {
-			if f.has(k) {
-				p.errorf(f.keys[k], path+"."+k, "set, but the version is 3: VRRPv3 has no authentication (RFC 5798); use version: 2 or leave it out")
+			if p.has(key(k)) {
+				p.errorf(p.keys[key(k)], key(k), "set, but the version is 3: VRRPv3 has no authentication (RFC 5798); use version: 2 or leave it out")
 			}
 		}
 	}
-	if vn := f.get("checksum_pseudo_header"); vn != nil {
-		if b, ok := p.boolean(vn, path+".checksum_pseudo_header"); ok {
-			v.PseudoHeader = b
-		}
+	if y.PseudoHeader != nil {
+		v.PseudoHeader = *y.PseudoHeader
 	}
 
 	vipsOK := false
-	if vn := f.get("vips"); vn != nil {
-		v.VIPs, vipsOK = p.vrrpAddrs(vn, path+".vips")
+	if p.has(key("vips")) {
+		v.VIPs, vipsOK = p.vrrpAddrs(y.VIPs, key("vips"))
 		if vipsOK && len(v.VIPs) == 0 {
-			p.errorf(resolve(vn), path+".vips", "empty: list at least one virtual IP address")
+			p.bad(key("vips"), "empty: list at least one virtual IP address")
 			vipsOK = false
 		}
 		if vipsOK && len(v.VIPs) > 255 {
-			p.errorf(resolve(vn), path+".vips", "%d addresses: at most 255", len(v.VIPs))
+			p.bad(key("vips"), "%d addresses: at most 255", len(v.VIPs))
 			vipsOK = false
 		}
 	} else {
-		p.errorf(n, path+".vips", "missing: the virtual IP addresses the Master holds (keepalived virtual_ipaddress)")
+		p.errorf(n, key("vips"), "missing: the virtual IP addresses the Master holds (keepalived virtual_ipaddress)")
 	}
 	if vipsOK {
 		is6 := v.VIPs[0].Is6()
 		for i, a := range v.VIPs[1:] {
 			if a.Is6() != is6 {
-				p.errorf(resolve(f.get("vips")), fmt.Sprintf("%s.vips[%d]", path, i+1), "%s is not of the family of vips[0] (%s): one address family per instance (use two instances)", a, v.VIPs[0])
+				p.errorf(p.vals[key("vips")], fmt.Sprintf("%s.vips[%d]", path, i+1), "%s is not of the family of vips[0] (%s): one address family per instance (use two instances)", a, v.VIPs[0])
 				vipsOK = false
 			}
 		}
 		if vipsOK && is6 && versionOK && v.Version == 2 {
-			p.errorf(keyOr(f, "version", resolve(f.get("vips"))), path+".vips", "%s is IPv6: VRRPv2 is IPv4 only (use version: 3)", v.VIPs[0])
+			p.errorf(p.keyOr(key("version"), p.vals[key("vips")]), key("vips"), "%s is IPv6: VRRPv2 is IPv4 only (use version: 3)", v.VIPs[0])
 			vipsOK = false
 		}
-		if vipsOK && is6 && f.has("checksum_pseudo_header") {
-			p.errorf(f.keys["checksum_pseudo_header"], path+".checksum_pseudo_header", "set, but the VIPs are IPv6: the IPv6 checksum always covers the pseudo-header")
+		if vipsOK && is6 && p.has(key("checksum_pseudo_header")) {
+			p.errorf(p.keys[key("checksum_pseudo_header")], key("checksum_pseudo_header"), "set, but the VIPs are IPv6: the IPv6 checksum always covers the pseudo-header")
 		}
 	}
-	if versionOK && v.Version == 2 && f.has("checksum_pseudo_header") {
-		p.errorf(f.keys["checksum_pseudo_header"], path+".checksum_pseudo_header", "set, but the version is 2: it is a VRRPv3 option")
+	if versionOK && v.Version == 2 && p.has(key("checksum_pseudo_header")) {
+		p.errorf(p.keys[key("checksum_pseudo_header")], key("checksum_pseudo_header"), "set, but the version is 2: it is a VRRPv3 option")
 	}
-	if vn := f.get("unicast_peers"); vn != nil {
-		peers, ok := p.vrrpAddrs(vn, path+".unicast_peers")
+	if p.has(key("unicast_peers")) {
+		peers, ok := p.vrrpAddrs(y.UnicastPeers, key("unicast_peers"))
 		if ok && vipsOK {
 			for i, a := range peers {
 				if a.Is6() != v.VIPs[0].Is6() {
-					p.errorf(resolve(vn), fmt.Sprintf("%s.unicast_peers[%d]", path, i), "%s is not of the VIPs' family", a)
+					p.errorf(p.vals[key("unicast_peers")], fmt.Sprintf("%s.unicast_peers[%d]", path, i), "%s is not of the VIPs' family", a)
 				}
 			}
 		}
 		v.UnicastPeers = peers
 	}
-	if vn := f.get("notify"); vn != nil {
-		vn = resolve(vn)
-		if vn.Kind == yaml.ScalarNode {
-			p.errorf(vn, path+".notify", "want a list (program and arguments, like [/usr/local/bin/vrrp_notify.sh]); it is not run through a shell")
+	if p.has(key("notify")) {
+		v.Notify = p.argv(y.Notify, key("notify"))
+	}
+	if y.GARPRepeat != nil {
+		v.GARPRepeat = *y.GARPRepeat
+	}
+	if d, ok := p.duration(key("garp_delay")); ok {
+		if d > time.Hour {
+			p.bad(key("garp_delay"), "%v: at most 1h", d)
 		} else {
-			for i, an := range p.sequence(vn, path+".notify") {
-				if s, ok := p.str(an, fmt.Sprintf("%s.notify[%d]", path, i)); ok {
-					v.Notify = append(v.Notify, s)
-				}
-			}
-			if len(v.Notify) > 0 && !filepath.IsAbs(v.Notify[0]) {
-				p.errorf(vn, path+".notify[0]", "%q: want the program's absolute path", v.Notify[0])
-			}
+			v.GARPDelay = d
 		}
 	}
-	if vn := f.get("garp_repeat"); vn != nil {
-		if x, ok := p.integer(vn, path+".garp_repeat", 0, 100); ok {
-			v.GARPRepeat = int(x)
+	if d, ok := p.duration(key("peer_timeout")); ok {
+		if d > 0 && d < 10*time.Millisecond || d > math.MaxInt32*time.Millisecond {
+			p.bad(key("peer_timeout"), "%v: want 0 (3 × Master_Down_Interval) or 10ms..", d)
+		} else {
+			v.PeerTimeout = d
 		}
 	}
-	if vn := f.get("garp_delay"); vn != nil {
-		if d, ok := p.duration(vn, path+".garp_delay"); ok {
-			if d > time.Hour {
-				p.errorf(resolve(vn), path+".garp_delay", "%v: at most 1h", d)
-			} else {
-				v.GARPDelay = d
-			}
-		}
+	if p.has(key("track_services")) {
+		v.TrackServices = p.trackServices(y.TrackServices, key("track_services"), cfg)
 	}
-	if vn := f.get("peer_timeout"); vn != nil {
-		if d, ok := p.duration(vn, path+".peer_timeout"); ok {
-			if d > 0 && d < 10*time.Millisecond || d > math.MaxInt32*time.Millisecond {
-				p.errorf(resolve(vn), path+".peer_timeout", "%v: want 0 (3 × Master_Down_Interval) or 10ms..", d)
-			} else {
-				v.PeerTimeout = d
-			}
-		}
-	}
-	if vn := f.get("track_services"); vn != nil {
-		v.TrackServices = p.trackServices(vn, path+".track_services", cfg)
-	}
-	return v, f, len(p.errs) == nerr
+	return v, !p.hasErrorUnder(path)
 }
 
-// trackServices parses a list of names of services of cfg (parsed before the vrrp section).
-func (p *parser) trackServices(n *yaml.Node, path string, cfg *Config) []string {
+// trackServices checks a list of names of services of cfg (checked before the vrrp section).
+func (p *parser) trackServices(list []string, path string, cfg *Config) []string {
 	var names []string
 	for _, s := range cfg.Services {
 		if s.Name != "" {
@@ -330,21 +266,20 @@ func (p *parser) trackServices(n *yaml.Node, path string, cfg *Config) []string 
 	}
 	var out []string
 	seen := map[string]int{}
-	for i, sn := range p.sequence(n, path) {
+	for i, s := range list {
 		ipath := fmt.Sprintf("%s[%d]", path, i)
-		s, ok := p.str(sn, ipath)
-		if !ok {
+		if p.hasErrorUnder(ipath) {
 			continue
 		}
 		if j, dup := seen[s]; dup {
-			p.errorf(resolve(sn), ipath, "%q is already %s[%d]", s, path, j)
+			p.bad(ipath, "%q is already %s[%d]", s, path, j)
 			continue
 		}
 		if !contains(names, s) {
 			if len(names) == 0 {
-				p.errorf(resolve(sn), ipath, "%q is not the name of a service: no service has a name (give the tracked services a name)", s)
+				p.bad(ipath, "%q is not the name of a service: no service has a name (give the tracked services a name)", s)
 			} else {
-				p.errorf(resolve(sn), ipath, "%q is not the name of a service; the named services are %v", s, names)
+				p.bad(ipath, "%q is not the name of a service; the named services are %v", s, names)
 			}
 			continue
 		}

@@ -29,6 +29,11 @@ vrrp:
 	return s
 }
 
+// vrrpReplace is vrrpConfig("") with old replaced by new once.
+func vrrpReplace(old, new string) string {
+	return strings.Replace(vrrpConfig(""), old, new, 1)
+}
+
 func TestVRRPDefaults(t *testing.T) {
 	c, warns, err := Parse([]byte(vrrpConfig("")), "xdplb.yaml")
 	if err != nil || len(warns) != 0 {
@@ -69,56 +74,47 @@ func TestVRRPDefaults(t *testing.T) {
 
 func TestVRRPErrors(t *testing.T) {
 	tests := []struct {
-		name  string
-		extra string
-		want  []wantErr
+		name string
+		src  string // the whole file
+		want []wantErr
 	}{
-		{"repeated vrid", "    vrid: 52", []wantErr{{8, "vrrp[0].vrid", "repeated key (first on line 6)"}}},
-		{"bad vrid", "", nil}, // replaced below: the vrid line itself
-		{"vrid zero", "", nil},
-		{"v2 with IPv6 VIP", "    version: 2\n  - {name: VI_2, interface: eth0, version: 2, vrid: 52, vips: [\"fd00::100\"]}",
+		{"repeated vrid", vrrpConfig("    vrid: 52"), []wantErr{{8, "vrrp[0].vrid", "repeated key (first on line 6)"}}},
+		{"bad vrid", vrrpReplace("vrid: 51", "vrid: 256"), []wantErr{{6, "vrrp[0].vrid", "256 is out of range 1..255"}}},
+		{"vrid zero", vrrpReplace("vrid: 51", "vrid: 0"), []wantErr{{6, "vrrp[0].vrid", "0 is out of range 1..255"}}},
+		{"v2 with IPv6 VIP", vrrpConfig("    version: 2\n  - {name: VI_2, interface: eth0, version: 2, vrid: 52, vips: [\"fd00::100\"]}"),
 			[]wantErr{{9, "vrrp[1].vips", "VRRPv2 is IPv4 only"}}},
-		{"auth_pass on v3", "    auth_pass: " + shortSecret, []wantErr{{8, "vrrp[0].auth_pass", "version is 3"}}},
-		{"auth_pass_file on v3", "    auth_pass_file: /etc/xdplb/vrrp.pw", []wantErr{{8, "vrrp[0].auth_pass_file", "version is 3"}}},
-		{"password over 8 bytes", "    version: 2\n    auth_pass: " + shortSecret + "x", []wantErr{{9, "vrrp[0].auth_pass", "9 bytes"}}},
-		{"password two ways", "    version: 2\n    auth_pass: x\n    auth_pass_file: /p", []wantErr{{10, "vrrp[0].auth_pass_file", "2 ways"}}},
-		{"relative password file", "    version: 2\n    auth_pass_file: vrrp.pw", []wantErr{{9, "vrrp[0].auth_pass_file", "absolute"}}},
-		{"interval not a multiple of 10ms", "    advert_interval: 105ms", []wantErr{{8, "vrrp[0].advert_interval", "steps of 10ms"}}},
-		{"v3 interval too long", "    advert_interval: 41s", []wantErr{{8, "vrrp[0].advert_interval", "10ms..40.95s"}}},
-		{"v2 interval fraction", "    version: 2\n    advert_interval: 1500ms", []wantErr{{9, "vrrp[0].advert_interval", "whole seconds"}}},
-		{"v2 interval too long", "    version: 2\n    advert_interval: 256", []wantErr{{9, "vrrp[0].advert_interval", "1s..255s"}}},
-		{"duplicate vrid on one interface", "  - {name: VI_2, interface: eth0, vrid: 51, vips: [10.0.0.101]}",
+		{"auth_pass on v3", vrrpConfig("    auth_pass: " + shortSecret), []wantErr{{8, "vrrp[0].auth_pass", "version is 3"}}},
+		{"auth_pass_file on v3", vrrpConfig("    auth_pass_file: /etc/xdplb/vrrp.pw"), []wantErr{{8, "vrrp[0].auth_pass_file", "version is 3"}}},
+		{"password over 8 bytes", vrrpConfig("    version: 2\n    auth_pass: " + shortSecret + "x"), []wantErr{{9, "vrrp[0].auth_pass", "9 bytes"}}},
+		{"password two ways", vrrpConfig("    version: 2\n    auth_pass: x\n    auth_pass_file: /p"), []wantErr{{10, "vrrp[0].auth_pass_file", "2 ways"}}},
+		{"relative password file", vrrpConfig("    version: 2\n    auth_pass_file: vrrp.pw"), []wantErr{{9, "vrrp[0].auth_pass_file", "absolute"}}},
+		{"interval not a multiple of 10ms", vrrpConfig("    advert_interval: 105ms"), []wantErr{{8, "vrrp[0].advert_interval", "steps of 10ms"}}},
+		{"v3 interval too long", vrrpConfig("    advert_interval: 41s"), []wantErr{{8, "vrrp[0].advert_interval", "10ms..40.95s"}}},
+		{"v2 interval fraction", vrrpConfig("    version: 2\n    advert_interval: 1500ms"), []wantErr{{9, "vrrp[0].advert_interval", "whole seconds"}}},
+		{"v2 interval too long", vrrpConfig("    version: 2\n    advert_interval: 256"), []wantErr{{9, "vrrp[0].advert_interval", "1s..255s"}}},
+		{"duplicate vrid on one interface", vrrpConfig("  - {name: VI_2, interface: eth0, vrid: 51, vips: [10.0.0.101]}"),
 			[]wantErr{{8, "vrrp[1].vrid", "already the vrid of vrrp[0] on eth0"}}},
-		{"duplicate name", "  - {name: VI_1, interface: eth1, vrid: 51, vips: [10.0.0.101]}",
+		{"duplicate name", vrrpConfig("  - {name: VI_1, interface: eth1, vrid: 51, vips: [10.0.0.101]}"),
 			[]wantErr{{8, "vrrp[1].name", "already the name of vrrp[0]"}}},
-		{"unknown interface", "  - {name: VI_2, interface: eth9, vrid: 52, vips: [10.0.0.101]}",
+		{"unknown interface", vrrpConfig("  - {name: VI_2, interface: eth9, vrid: 52, vips: [10.0.0.101]}"),
 			[]wantErr{{8, "vrrp[1].interface", "not one of interfaces [eth0 eth1]"}}},
-		{"bad version", "    version: 4", []wantErr{{8, "vrrp[0].version", "out of range 2..3"}}},
-		{"priority zero", "    priority: 0", []wantErr{{8, "vrrp[0].priority", "out of range 1..255"}}},
-		{"mixed families", "  - {name: VI_2, interface: eth0, vrid: 52, vips: [10.0.0.101, \"fd00::1\"]}",
+		{"bad version", vrrpConfig("    version: 4"), []wantErr{{8, "vrrp[0].version", "out of range 2..3"}}},
+		{"priority zero", vrrpConfig("    priority: 0"), []wantErr{{8, "vrrp[0].priority", "out of range 1..255"}}},
+		{"mixed families", vrrpConfig("  - {name: VI_2, interface: eth0, vrid: 52, vips: [10.0.0.101, \"fd00::1\"]}"),
 			[]wantErr{{8, "vrrp[1].vips[1]", "one address family per instance"}}},
-		{"no vips", "  - {name: VI_2, interface: eth0, vrid: 52, vips: []}", []wantErr{{8, "vrrp[1].vips", "at least one"}}},
-		{"missing vips", "  - {name: VI_2, interface: eth0, vrid: 52}", []wantErr{{8, "vrrp[1].vips", "missing"}}},
-		{"multicast vip", "  - {name: VI_2, interface: eth0, vrid: 52, vips: [224.0.0.18]}", []wantErr{{8, "vrrp[1].vips[0]", "unicast"}}},
-		{"unicast peer of another family", "    unicast_peers: [\"fd00::2\"]", []wantErr{{8, "vrrp[0].unicast_peers[0]", "family"}}},
-		{"pseudo header on v2", "    version: 2\n    checksum_pseudo_header: false", []wantErr{{9, "vrrp[0].checksum_pseudo_header", "version is 2"}}},
-		{"notify as shell string", "    notify: /bin/notify MASTER", []wantErr{{8, "vrrp[0].notify", "want a list"}}},
-		{"notify relative", "    notify: [notify.sh]", []wantErr{{8, "vrrp[0].notify[0]", "absolute"}}},
-		{"garp_repeat negative", "    garp_repeat: -1", []wantErr{{8, "vrrp[0].garp_repeat", "out of range 0..100"}}},
-		{"unknown key", "    nopreempt: true", []wantErr{{8, "vrrp[0].nopreempt", "unknown key"}}},
+		{"no vips", vrrpConfig("  - {name: VI_2, interface: eth0, vrid: 52, vips: []}"), []wantErr{{8, "vrrp[1].vips", "at least one"}}},
+		{"missing vips", vrrpConfig("  - {name: VI_2, interface: eth0, vrid: 52}"), []wantErr{{8, "vrrp[1].vips", "missing"}}},
+		{"multicast vip", vrrpConfig("  - {name: VI_2, interface: eth0, vrid: 52, vips: [224.0.0.18]}"), []wantErr{{8, "vrrp[1].vips[0]", "unicast"}}},
+		{"unicast peer of another family", vrrpConfig("    unicast_peers: [\"fd00::2\"]"), []wantErr{{8, "vrrp[0].unicast_peers[0]", "family"}}},
+		{"pseudo header on v2", vrrpConfig("    version: 2\n    checksum_pseudo_header: false"), []wantErr{{9, "vrrp[0].checksum_pseudo_header", "version is 2"}}},
+		{"notify as shell string", vrrpConfig("    notify: /bin/notify MASTER"), []wantErr{{8, "vrrp[0].notify", "want a list"}}},
+		{"notify relative", vrrpConfig("    notify: [notify.sh]"), []wantErr{{8, "vrrp[0].notify[0]", "absolute"}}},
+		{"garp_repeat negative", vrrpConfig("    garp_repeat: -1"), []wantErr{{8, "vrrp[0].garp_repeat", "out of range 0..100"}}},
+		{"unknown key", vrrpConfig("    nopreempt: true"), []wantErr{{8, "vrrp[0].nopreempt", "unknown key"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src := vrrpConfig(tt.extra)
-			switch tt.name {
-			case "bad vrid":
-				src = strings.Replace(vrrpConfig(""), "vrid: 51", "vrid: 256", 1)
-				tt.want = []wantErr{{6, "vrrp[0].vrid", "256 is out of range 1..255"}}
-			case "vrid zero":
-				src = strings.Replace(vrrpConfig(""), "vrid: 51", "vrid: 0", 1)
-				tt.want = []wantErr{{6, "vrrp[0].vrid", "0 is out of range 1..255"}}
-			}
-			checkErrors(t, src, tt.want)
+			checkErrors(t, tt.src, tt.want)
 		})
 	}
 }
@@ -140,6 +136,9 @@ func checkErrors(t *testing.T, src string, want []wantErr) {
 		}
 		if !strings.Contains(err.Error(), fmt.Sprintf("xdplb.yaml:%d: %s: ", w.line, w.field)) {
 			t.Errorf("Error() lacks file:line: field prefix:\n%v", err)
+		}
+		if leak := goErrorText(g.Msg); leak != "" {
+			t.Errorf("error %d shows Go's text %q: %s", i, leak, g.Msg)
 		}
 	}
 }
