@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/xdplb/xdplb/internal/clock/clocktest"
 )
 
 // helloPad returns n zero bytes: the padding up to HelloMinPayload.
@@ -295,7 +297,7 @@ type helloRig struct {
 	t      *testing.T
 	r      *HelloRunner
 	conn   *helloFakeConn
-	clock  *ioFakeClock
+	clock  *clocktest.Fake
 	found  chan net.HardwareAddr
 	cancel context.CancelFunc
 	done   chan error
@@ -303,7 +305,7 @@ type helloRig struct {
 
 func newHelloRig(t *testing.T, cfg HelloConfig) *helloRig {
 	t.Helper()
-	g := &helloRig{t: t, conn: newHelloFakeConn(), clock: newIOFakeClock(), found: make(chan net.HardwareAddr, 64),
+	g := &helloRig{t: t, conn: newHelloFakeConn(), clock: clocktest.NewFake(ioT0), found: make(chan net.HardwareAddr, 64),
 		done: make(chan error, 1)}
 	r, err := NewHelloRunner(ioTestLogger(t), g.conn, cfg, g.clock, func(mac net.HardwareAddr) { g.found <- slices.Clone(mac) })
 	if err != nil {

@@ -11,86 +11,8 @@ import (
 	"time"
 )
 
-// ioFakeClock is a manual Clock: timers fire only in Advance.
-type ioFakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*ioFakeTimer
-}
-
-type ioFakeTimer struct {
-	c      *ioFakeClock
-	ch     chan time.Time
-	when   time.Time
-	active bool
-}
-
-func newIOFakeClock() *ioFakeClock {
-	return &ioFakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *ioFakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *ioFakeClock) NewTimer(d time.Duration) Timer {
-	t := &ioFakeTimer{c: c, ch: make(chan time.Time, 1)}
-	c.mu.Lock()
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	t.Reset(d)
-	return t
-}
-
-// Advance moves the clock and fires the timers that are due.
-func (c *ioFakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for _, t := range c.timers {
-		t.fireLocked()
-	}
-}
-
-func (t *ioFakeTimer) fireLocked() {
-	if t.active && !t.when.After(t.c.now) {
-		t.active = false
-		select {
-		case t.ch <- t.c.now:
-		default:
-		}
-	}
-}
-
-func (t *ioFakeTimer) C() <-chan time.Time { return t.ch }
-
-func (t *ioFakeTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.drain()
-	t.when, t.active = t.c.now.Add(d), true
-	t.fireLocked()
-	return was
-}
-
-func (t *ioFakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.active = false
-	t.drain()
-	return was
-}
-
-func (t *ioFakeTimer) drain() {
-	select {
-	case <-t.ch:
-	default:
-	}
-}
+// ioT0 is when the fake clocks of the I/O tests start.
+var ioT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // ioFakeConn is a PacketConn: Inject delivers a packet, Sent returns what was sent.
 type ioFakeConn struct {

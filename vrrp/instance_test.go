@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/xdplb/xdplb/internal/clock/clocktest"
 )
 
 var (
@@ -27,7 +29,7 @@ var (
 type ioRig struct {
 	t      *testing.T
 	in     *Instance
-	clock  *ioFakeClock
+	clock  *clocktest.Fake
 	conn   *ioFakeConn
 	vips   *ioFakeVIPs
 	ann    *ioFakeAnnouncer
@@ -48,7 +50,7 @@ func newIORig(t *testing.T, mod func(*InstanceConfig)) *ioRig {
 	if mod != nil {
 		mod(&cfg)
 	}
-	r := &ioRig{t: t, clock: newIOFakeClock(), conn: newIOFakeConn(), vips: &ioFakeVIPs{}, ann: &ioFakeAnnouncer{}}
+	r := &ioRig{t: t, clock: clocktest.NewFake(ioT0), conn: newIOFakeConn(), vips: &ioFakeVIPs{}, ann: &ioFakeAnnouncer{}}
 	in, err := NewInstance(cfg, nil, WithClock(r.clock), WithPacketConn(r.conn), WithVIPManager(r.vips),
 		WithAnnouncer(r.ann), WithPeerFunc(func(p []Peer) {
 			r.pmu.Lock()
@@ -414,7 +416,7 @@ func TestPeerTable(t *testing.T) {
 // TestInstanceFaultBeforeRun: an interface reported down before Run makes the instance start
 // in Fault (one transition, never Backup), and it starts as usual when the interface is up.
 func TestInstanceFaultBeforeRun(t *testing.T) {
-	clock := newIOFakeClock()
+	clock := clocktest.NewFake(ioT0)
 	in, err := NewInstance(InstanceConfig{
 		Name: "vi1", Iface: "eth0", VRID: 7, Preempt: true, VIPs: []netip.Addr{ioVIP}, SourceAddr: ioLocal,
 	}, nil, WithClock(clock), WithPacketConn(newIOFakeConn()), WithVIPManager(&ioFakeVIPs{}), WithAnnouncer(&ioFakeAnnouncer{}))
@@ -452,7 +454,7 @@ func TestInstanceFaultBeforeRun(t *testing.T) {
 // them) are removed as the instance starts as Backup, so it never answers for them beside the
 // real Master.
 func TestInstanceClearsLeftoverVIPs(t *testing.T) {
-	clock, conn := newIOFakeClock(), newIOFakeConn()
+	clock, conn := clocktest.NewFake(ioT0), newIOFakeConn()
 	vips := &ioFakeVIPs{on: true}
 	cfg := InstanceConfig{Name: "vi1", Iface: "eth0", Version: V3, VRID: 7, Priority: 100,
 		Interval: time.Second, Preempt: true, VIPs: []netip.Addr{ioVIP}, SourceAddr: ioLocal}
