@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/internal/clock/clocktest"
+	"github.com/xdplb/xdplb/internal/wait"
 )
 
 // helloPad returns n zero bytes: the padding up to HelloMinPayload.
@@ -370,6 +371,18 @@ func (g *helloRig) nextFound() net.HardwareAddr {
 	}
 }
 
+// parked waits until the runner is parked on its hello timer again. The runner rearms the timer
+// before it sends, so after parked and a barrier a hello that the last Advance fired has been
+// sent; without parked, the runner's select may take the barrier before the timer.
+func (g *helloRig) parked() {
+	g.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ioLimit)
+	defer cancel()
+	if err := g.clock.BlockUntilContext(ctx, 1); err != nil {
+		g.t.Fatalf("hello runner not parked on its timer: %v", err)
+	}
+}
+
 // barrier injects a matching hello without Solicit from helloMAC4 and waits until found is called
 // with it: the runner handles received hellos in order, so everything injected before it has been
 // handled (answers sent, counters moved).
@@ -397,6 +410,7 @@ func TestHelloRunnerSolicitThenPeriodic(t *testing.T) {
 	}
 	want("start", true)
 	g.clock.Advance(999 * time.Millisecond)
+	g.parked()
 	g.barrier(5)
 	g.noneSent("at 999ms")
 	g.clock.Advance(time.Millisecond)
@@ -411,6 +425,7 @@ func TestHelloRunnerSolicitThenPeriodic(t *testing.T) {
 	g.clock.Advance(2500 * time.Millisecond)
 	want("6.5s", false)
 	g.clock.Advance(499 * time.Millisecond)
+	g.parked()
 	g.barrier(5)
 	g.noneSent("at 6.999s")
 	g.clock.Advance(time.Millisecond)
@@ -567,7 +582,7 @@ func TestHelloRunnerErrors(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("timed out injecting a receive error")
 	}
-	ioEventually(t, "receive error counted", func() bool { return g.r.Stats().RecvErrors == 1 })
+	wait.Until(t, ioLimit, "receive error counted", func() bool { return g.r.Stats().RecvErrors == 1 })
 	g.clock.Advance(helloRecvBackoff) // the pause after the error (and not yet a periodic hello)
 	g.barrier(5)
 	s := g.r.Stats()

@@ -7,12 +7,14 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"testing"
 	"time"
 )
 
 // ioT0 is when the fake clocks of the I/O tests start.
 var ioT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// ioLimit bounds every wait of the I/O tests for what the instance goroutine does.
+const ioLimit = 5 * time.Second
 
 // ioFakeConn is a PacketConn: Inject delivers a packet, Sent returns what was sent.
 type ioFakeConn struct {
@@ -111,16 +113,4 @@ func (a *ioFakeAnnouncer) Rounds() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.rounds
-}
-
-// ioEventually polls cond for up to 5 s.
-func ioEventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
