@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/internal/clock/clocktest"
+	"github.com/xdplb/xdplb/internal/wait"
 )
 
 var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -129,12 +131,22 @@ func recvEvent(t *testing.T, m *Monitor) Event {
 	}
 }
 
+// noEvent fails if an event is queued. Called after step, when every probe the Advance fired has
+// been recorded: an event is then in the queue (m.pending) or in the Events channel, and the
+// pump sends it to the channel before it takes it off the queue, so looking at the queue first
+// and the channel second cannot miss it.
 func noEvent(t *testing.T, m *Monitor) {
 	t.Helper()
+	m.mu.Lock()
+	queued := len(m.pending)
+	m.mu.Unlock()
+	if queued > 0 {
+		t.Fatalf("expected no event, seen %d queued", queued)
+	}
 	select {
 	case ev := <-m.Events():
 		t.Fatalf("expected no event, seen %+v", ev)
-	case <-time.After(20 * time.Millisecond):
+	default:
 	}
 }
 
@@ -367,14 +379,13 @@ func TestMonitorCloseWaits(t *testing.T) {
 		t.Fatalf("Set after Close: expected its prober closed, seen %d", closed)
 	}
 
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	wait.For(t, 2*time.Second, "no goroutine left after Close", func() error {
+		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutine leak: %d before, %d after Close\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+			return fmt.Errorf("goroutine leak: %d before, %d after Close\n%s", before, n, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestMonitorEventsCoalesce(t *testing.T) {
