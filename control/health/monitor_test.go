@@ -131,22 +131,35 @@ func recvEvent(t *testing.T, m *Monitor) Event {
 	}
 }
 
-// noEvent fails if an event is queued. Called after step, when every probe the Advance fired has
-// been recorded: an event is then in the queue (m.pending) or in the Events channel, and the
-// pump sends it to the channel before it takes it off the queue, so looking at the queue first
-// and the channel second cannot miss it.
+// drainEvents returns the events queued, in order. Called after step, when every probe the
+// Advance fired has been recorded: an event is then in the queue (m.pending) or in the Events
+// channel, and the pump sends it to the channel before it takes it off the queue, so an empty
+// queue seen before an empty channel means there is nothing more.
+func drainEvents(t *testing.T, m *Monitor) []Event {
+	t.Helper()
+	var evs []Event
+	for {
+		m.mu.Lock()
+		queued := len(m.pending) > 0
+		m.mu.Unlock()
+		select {
+		case ev := <-m.Events():
+			evs = append(evs, ev)
+			continue
+		default:
+		}
+		if !queued {
+			return evs
+		}
+		evs = append(evs, recvEvent(t, m)) // the pump is about to send it
+	}
+}
+
+// noEvent fails if an event is queued (see drainEvents).
 func noEvent(t *testing.T, m *Monitor) {
 	t.Helper()
-	m.mu.Lock()
-	queued := len(m.pending)
-	m.mu.Unlock()
-	if queued > 0 {
-		t.Fatalf("expected no event, seen %d queued", queued)
-	}
-	select {
-	case ev := <-m.Events():
-		t.Fatalf("expected no event, seen %+v", ev)
-	default:
+	if evs := drainEvents(t, m); len(evs) > 0 {
+		t.Fatalf("expected no event, seen %+v", evs)
 	}
 }
 
@@ -406,16 +419,10 @@ func TestMonitorEventsCoalesce(t *testing.T) {
 	}
 	// Both end down (i = 20 is unhealthy).
 	last := map[Target]Event{}
-	n := 0
-	for {
-		select {
-		case ev := <-m.Events():
-			last[ev.Target] = ev
-			n++
-			continue
-		case <-time.After(100 * time.Millisecond):
-		}
-		break
+	evs := drainEvents(t, m)
+	n := len(evs)
+	for _, ev := range evs {
+		last[ev.Target] = ev
 	}
 	if n > 4 {
 		t.Errorf("expected coalesced events (at most 4 for 2 targets with a buffer of 1), seen %d", n)
