@@ -376,11 +376,7 @@ func (g *helloRig) nextFound() net.HardwareAddr {
 // sent; without parked, the runner's select may take the barrier before the timer.
 func (g *helloRig) parked() {
 	g.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ioLimit)
-	defer cancel()
-	if err := g.clock.BlockUntilContext(ctx, 1); err != nil {
-		g.t.Fatalf("hello runner not parked on its timer: %v", err)
-	}
+	g.clock.WaitParked(g.t, 1)
 }
 
 // barrier injects a matching hello without Solicit from helloMAC4 and waits until found is called

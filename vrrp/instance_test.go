@@ -117,11 +117,7 @@ func (r *ioRig) inject(src netip.Addr, mac net.HardwareAddr, prio uint8) {
 // timer running outside Init and Fault.)
 func (r *ioRig) parked() {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ioLimit)
-	defer cancel()
-	if err := r.clock.BlockUntilContext(ctx, 1); err != nil {
-		r.t.Fatalf("instance not parked on its timer: %v", err)
-	}
+	r.clock.WaitParked(r.t, 1)
 }
 
 func (r *ioRig) waitState(s State) {

@@ -463,23 +463,15 @@ func TestDaemon(t *testing.T) {
 	clk := clocktest.NewFake(time.Now())
 	o.Clock = clk
 	_, stop = start(t, o)
-	parked := func(when string) {
-		t.Helper()
-		const timers = 4
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := clk.BlockUntilContext(ctx, timers); err != nil {
-			t.Fatalf("%s: expected the daemon parked on %d timers, seen %d pending: %v", when, timers, clk.Pending(), err)
-		}
-	}
-	parked("adopted")
+	const timers = 4
+	clk.WaitParked(t, timers)
 	if w := tp.ringWeight(t); w != 3 {
 		t.Errorf("adopted: expected the real server still in the ring (weight 3), seen %d", w)
 	}
 	const checks = 3
-	for i := range checks {
+	for range checks {
 		clk.Advance(checkInterval)
-		parked(fmt.Sprintf("check %d", i+1))
+		clk.WaitParked(t, timers)
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()

@@ -102,11 +102,7 @@ func seeded() Option { return WithRand(rand.New(rand.NewPCG(1, 2))) }
 func step(t *testing.T, clk *clocktest.Fake, n int) {
 	t.Helper()
 	clk.Advance(time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := clk.BlockUntilContext(ctx, n); err != nil {
-		t.Fatalf("waiting for %d timers after Advance: %v (pending %d)", n, err, clk.Pending())
-	}
+	clk.WaitParked(t, n)
 }
 
 func statusOf(t *testing.T, m *Monitor, tg Target) Status {

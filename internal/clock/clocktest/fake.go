@@ -6,6 +6,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/xdplb/xdplb/internal/clock"
@@ -164,5 +165,20 @@ func (c *Fake) BlockUntilContext(ctx context.Context, n int) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// ParkedLimit bounds how long WaitParked waits.
+const ParkedLimit = 5 * time.Second
+
+// WaitParked is BlockUntil for a test: it waits until at least n timers are pending (after an
+// Advance: until the goroutines that own them have handled what fired and are parked on their
+// next timers) and fails tb when that does not happen within ParkedLimit.
+func (c *Fake) WaitParked(tb testing.TB, n int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ParkedLimit)
+	defer cancel()
+	if err := c.BlockUntilContext(ctx, n); err != nil {
+		tb.Fatalf("expected the goroutines parked on %d timers, seen %d pending after %v", n, c.Pending(), ParkedLimit)
 	}
 }

@@ -42,6 +42,7 @@ func TestFakeClock(t *testing.T) {
 	}
 	clk.NewTimer(time.Second)
 	<-done
+	clk.WaitParked(t, 2)
 	if z := clk.NewTimer(0); clk.Pending() != 2 || len(z.C()) != 1 {
 		t.Fatal("a zero timer must fire at once and not be pending")
 	}
