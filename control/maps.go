@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -245,19 +246,17 @@ func (m *Maps) setVIPCount(vip netip.Addr, n uint32) error {
 }
 
 // SetBackend adds a backend to a service, or updates the one with the same address, then
-// rebuilds the service's ring. A new backend gets the lowest free id from 1.
+// rebuilds the service's ring. A new backend gets the lowest free id from 1; a sorry server
+// replaces the service's previous one. It is SetBackends with the service's other backends kept
+// as they are, so it writes nothing when the maps already hold b.
 func (m *Maps) SetBackend(k ServiceKey, b BackendSpec) error {
 	k = k.normal()
 	b.Addr = b.Addr.Unmap()
 	if err := k.Validate(); err != nil {
 		return err
 	}
-	if err := b.Validate(); err != nil {
+	if err := checkBackend(k, b); err != nil {
 		return err
-	}
-	if b.Addr.Is4() != k.VIP.Is4() {
-		return fmt.Errorf("backend %s: an IPv%d real server cannot serve the IPv%d VIP of %s",
-			b.Addr, ipVersion(b.Addr), ipVersion(k.VIP), k)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -270,92 +269,40 @@ func (m *Maps) SetBackend(k ServiceKey, b BackendSpec) error {
 	if err != nil {
 		return err
 	}
-	var (
-		mine     []backend // the service's backends after the change
-		old      *backend  // the entry being updated
-		replaced *backend  // the sorry server this one replaces
-	)
-	used := map[uint32]bool{}
+	var specs []BackendSpec
 	for _, x := range all {
-		used[x.id] = true
-		if x.val.Service != cur.Id {
-			continue
+		if x.val.Service != cur.Id || x.addr() == b.Addr || (b.Sorry && x.id == cur.SorryBackend) {
+			continue // b takes the place of the entry with its address, and of a replaced sorry server
 		}
-		switch {
-		case x.addr() == b.Addr:
-			old = &x
-		case b.Sorry && x.id == cur.SorryBackend:
-			replaced = &x
-		default:
-			mine = append(mine, x)
-		}
+		specs = append(specs, x.spec())
 	}
-	nb := backend{val: loader.Backend{
-		Addr:    loader.Addr16(b.Addr),
-		Flags:   loader.BackendUsed,
-		Service: cur.Id,
-		Weight:  b.weight(),
-	}}
-	copy(nb.val.Mac[:], b.MAC)
-	if b.Local {
-		nb.val.Flags |= loader.BackendLocal
-	}
-	if b.Draining {
-		nb.val.Flags |= loader.BackendDraining
-	}
-	if b.Sorry {
-		nb.val.Flags |= loader.BackendSorry
-	}
-	if old != nil {
-		nb.id = old.id
-	} else {
-		size := m.o.Backends.MaxEntries()
-		nb.id = 1
-		for nb.id < size && used[nb.id] {
-			nb.id++
-		}
-		if nb.id >= size {
-			return fmt.Errorf("cannot add backend %s to %s: the backend table is full (%d backends); its size is set by `xdplb attach --backends N` (a new size needs detach and attach)",
-				b.Addr, k, size-1)
-		}
-	}
-	mine = append(mine, nb)
+	_, err = m.setBackends(k, cur, all, append(specs, b))
+	return err
+}
 
-	switch {
-	case b.Sorry:
-		cur.SorryBackend = nb.id
-	case cur.SorryBackend == nb.id:
-		cur.SorryBackend = 0
+// spec is the BackendSpec that specValue turns into b's entry.
+func (b backend) spec() BackendSpec {
+	s := BackendSpec{
+		Addr:     b.addr(),
+		Weight:   b.val.Weight,
+		Local:    b.val.Flags&loader.BackendLocal != 0,
+		Draining: b.val.Flags&loader.BackendDraining != 0,
+		Sorry:    b.val.Flags&loader.BackendSorry != 0,
 	}
+	if b.val.Mac != ([6]uint8{}) {
+		s.MAC = net.HardwareAddr(slices.Clone(b.val.Mac[:]))
+	}
+	return s
+}
 
-	// An entry that rings (or the sorry pointer) will name is written before them; one that
-	// leaves the ring is rewritten after the new ring is in place.
-	early := old == nil || nb.inRing()
-	if early {
-		if old == nil {
-			if err := zeroTraffic(m.o.BackendStats, nb.id); err != nil {
-				return fmt.Errorf("reset statistics of backend id %d: %w", nb.id, err)
-			}
-		}
-		if err := m.o.Backends.Put(nb.id, nb.val); err != nil {
-			return fmt.Errorf("write backend %s of %s: %w", b.Addr, k, err)
-		}
-	}
-	if err := m.writeRing(k, cur, mine); err != nil {
-		if old == nil {
-			m.clearBackend(nb.id) // nothing names it: undo
-		}
+// checkBackend checks b on its own and against the service k.
+func checkBackend(k ServiceKey, b BackendSpec) error {
+	if err := b.Validate(); err != nil {
 		return err
 	}
-	if !early {
-		if err := m.o.Backends.Put(nb.id, nb.val); err != nil {
-			return fmt.Errorf("write backend %s of %s: %w", b.Addr, k, err)
-		}
-	}
-	if replaced != nil {
-		if err := m.clearBackend(replaced.id); err != nil {
-			return fmt.Errorf("remove replaced sorry server %s: %w", replaced.addr(), err)
-		}
+	if b.Addr.Is4() != k.VIP.Is4() {
+		return fmt.Errorf("backend %s: an IPv%d real server cannot serve the IPv%d VIP of %s",
+			b.Addr, ipVersion(b.Addr), ipVersion(k.VIP), k)
 	}
 	return nil
 }
@@ -443,12 +390,8 @@ func (m *Maps) SetBackends(k ServiceKey, want []BackendSpec, sorry *BackendSpec)
 	for i := range specs {
 		b := &specs[i]
 		b.Addr = b.Addr.Unmap()
-		if err := b.Validate(); err != nil {
+		if err := checkBackend(k, *b); err != nil {
 			return false, err
-		}
-		if b.Addr.Is4() != k.VIP.Is4() {
-			return false, fmt.Errorf("backend %s: an IPv%d real server cannot serve the IPv%d VIP of %s",
-				b.Addr, ipVersion(b.Addr), ipVersion(k.VIP), k)
 		}
 		if seen[b.Addr] {
 			return false, fmt.Errorf("backend %s of %s: given twice (addresses are unique within a service)", b.Addr, k)
@@ -466,6 +409,16 @@ func (m *Maps) SetBackends(k ServiceKey, want []BackendSpec, sorry *BackendSpec)
 	all, err := m.backends()
 	if err != nil {
 		return false, err
+	}
+	return m.setBackends(k, cur, all, specs)
+}
+
+// setBackends is SetBackends once specs are checked (unmapped addresses, each given once) and
+// cur and all read under m.mu, which the caller holds.
+func (m *Maps) setBackends(k ServiceKey, cur loader.Service, all []backend, specs []BackendSpec) (changed bool, err error) {
+	seen := map[netip.Addr]bool{}
+	for _, b := range specs {
+		seen[b.Addr] = true
 	}
 	used := map[uint32]bool{}
 	old := map[netip.Addr]backend{}

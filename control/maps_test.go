@@ -347,6 +347,32 @@ func TestSorry(t *testing.T) {
 	}
 }
 
+// SetBackend is SetBackends with the other backends kept: setting what the maps already hold
+// writes nothing, and the others' entries (a local one without a MAC, a draining one with
+// weight 0, the sorry server) come through unchanged.
+func TestSetBackendKeepsOthers(t *testing.T) {
+	o, m := load(t, testSizes)
+	must(t, m.AddService(ServiceSpec{Key: mysql}))
+	must(t, m.SetBackend(mysql, BackendSpec{Addr: be1, Local: true}))
+	must(t, m.SetBackend(mysql, BackendSpec{Addr: be2, MAC: mac2, Draining: true}))
+	must(t, m.SetBackend(mysql, BackendSpec{Addr: be3, MAC: mac3, Sorry: true}))
+	before := mapService(t, o, mysql)
+	var entries []loader.Backend
+	for id := uint32(1); id <= 3; id++ {
+		entries = append(entries, mapBackend(t, o, id))
+	}
+	must(t, m.SetBackend(mysql, BackendSpec{Addr: be2, MAC: mac2, Draining: true}))
+	if after := mapService(t, o, mysql); after != before {
+		t.Fatalf("setting an unchanged backend rewrote the service: before %+v, after %+v", before, after)
+	}
+	for i, want := range entries {
+		if got := mapBackend(t, o, uint32(i+1)); got != want {
+			t.Fatalf("backend id %d = %+v, want %+v", i+1, got, want)
+		}
+	}
+	wantRing(t, o, mysql, maglev.Backend{ID: 1, Key: "10.0.0.11", Weight: 1})
+}
+
 func TestBackendTableFull(t *testing.T) {
 	_, m := load(t, testSizes)
 	must(t, m.AddService(ServiceSpec{Key: mysql}))

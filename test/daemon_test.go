@@ -5,6 +5,7 @@ package test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -488,6 +489,10 @@ func testReloadUnderTraffic(t *testing.T, b *daemonBed) {
 		t.Fatal(err)
 	}
 	rejected := strings.Count(d.log(), "configuration rejected")
+	checksBefore, err := checkCounts(d)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// An invalid file: rejected, nothing changes.
 	b.writeConfigText(t, "interfaces: [eth0\nservices:\n  - vip: 10.88.0.100\n    port: [3306\n")
@@ -500,7 +505,21 @@ func testReloadUnderTraffic(t *testing.T, b *daemonBed) {
 	} else {
 		t.Logf("`xdplb reload` with broken YAML: exit error %v as expected; output:\n%s", err != nil, strings.TrimSpace(out))
 	}
-	time.Sleep(dmRise * dmInterval) // let a wrong change show
+	// Let a wrong change show: every real server is checked rise+1 more times (the daemon runs and
+	// applies its checks; at least rise intervals pass) before the maps are compared.
+	more := dmRise + 1
+	waitFor(t, time.Duration(more)*dmInterval+dmTimeout+dmSlack, fmt.Sprintf("%d more checks of every real server after the rejected reload", more), func() (bool, string) {
+		now, err := checkCounts(d)
+		if err != nil {
+			return false, err.Error()
+		}
+		for k, n := range checksBefore {
+			if now[k] < n+uint64(more) {
+				return false, fmt.Sprintf("checks %v, before the reload %v", now, checksBefore)
+			}
+		}
+		return true, ""
+	})
 	if !d.running() {
 		t.Fatalf("after a rejected reload: expected the daemon to keep running, seen it exit: %v", d.waitErr)
 	}
@@ -530,7 +549,14 @@ func testReloadUnderTraffic(t *testing.T, b *daemonBed) {
 		}
 		return w[b.r][rs2] == 3 && b.steady(r), fmt.Sprintf("weights %v, rings %s", w, r.named(b.names))
 	})
-	time.Sleep(200 * time.Millisecond) // a few more queries after the change
+	mu.Lock()
+	applied := queries
+	mu.Unlock()
+	waitFor(t, 2*time.Second, fmt.Sprintf("%d more queries after the change", nConns), func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return queries >= applied+nConns, fmt.Sprintf("%d queries, %d when the change was applied", queries, applied)
+	})
 	stopTraffic()
 	mu.Lock()
 	t.Logf("traffic: %d SELECT 1 over %d sessions during both reloads, %d errors", queries, nConns, len(errs))
@@ -561,4 +587,37 @@ func testReloadUnderTraffic(t *testing.T, b *daemonBed) {
 		}
 		return w[b.r][rs2] == 1 && b.steady(r), fmt.Sprintf("weights %v, rings %s", w, r.named(b.names))
 	})
+}
+
+// checkCounts is how many checks the daemon has run of each real server, by "service addr", from
+// the daemon part of `xdplb list --json`.
+func checkCounts(p *daemonProc) (map[string]uint64, error) {
+	out, err := p.dir.cliErr("list", "--json", "--status-socket", p.socket)
+	if err != nil {
+		return nil, err
+	}
+	var l struct {
+		Daemon *struct {
+			Services []struct {
+				Name     string `json:"name"`
+				Backends []struct {
+					Addr   string `json:"addr"`
+					Checks uint64 `json:"checks"`
+				} `json:"backends"`
+			} `json:"services"`
+		} `json:"daemon"`
+	}
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		return nil, fmt.Errorf("`xdplb list --json`: %w in %.300q", err, out)
+	}
+	if l.Daemon == nil || len(l.Daemon.Services) == 0 {
+		return nil, fmt.Errorf("`xdplb list --json`: no daemon services in %.300q", out)
+	}
+	n := map[string]uint64{}
+	for _, s := range l.Daemon.Services {
+		for _, b := range s.Backends {
+			n[s.Name+" "+b.Addr] = b.Checks
+		}
+	}
+	return n, nil
 }

@@ -8,8 +8,8 @@
 //     keepalived's v2 "auth_type PASS", the switchable v3 IPv4 pseudo-header). Parse rejects with
 //     a [*RejectError] whose [Reason] names a metric.
 //   - fsm.go: [Machine], the state machine of one virtual router: [Machine.Handle] maps (state,
-//     [Event]) to (state, [Action]s). Timers are actions; [Timers] (clock.go) keeps their
-//     deadlines for a runner that waits on one timer of an injected [Clock].
+//     [Event]) to (state, [Action]s). Timers are actions; [Timers] (timers.go) keeps their
+//     deadlines for a runner that waits on one timer of an injected [clock.Clock].
 //
 // The I/O side (sockets, the virtual addresses, gratuitous ARP / neighbour advertisements, the
 // runner) executes the actions. The package knows nothing of BPF or of the control plane.

@@ -32,6 +32,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/xdplb/xdplb/internal/clock"
 )
 
 // Hello wire constants.
@@ -218,7 +220,7 @@ type HelloRunner struct {
 	cfg   HelloConfig
 	log   *slog.Logger
 	conn  HelloPacketConn
-	clk   Clock
+	clk   clock.Clock
 	found func(net.HardwareAddr)
 	mine  [256]bool
 
@@ -235,7 +237,7 @@ type HelloRunner struct {
 // found is called, on the Run goroutine, with the source MAC of every received hello that shares
 // a VRID with cfg.VRIDs: every time, not only for new MACs, so that the caller can keep a
 // last-seen time; the caller dedups. It must not block. A nil found is allowed.
-func NewHelloRunner(log *slog.Logger, conn HelloPacketConn, cfg HelloConfig, clk Clock, found func(net.HardwareAddr)) (*HelloRunner, error) {
+func NewHelloRunner(log *slog.Logger, conn HelloPacketConn, cfg HelloConfig, clk clock.Clock, found func(net.HardwareAddr)) (*HelloRunner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -247,7 +249,7 @@ func NewHelloRunner(log *slog.Logger, conn HelloPacketConn, cfg HelloConfig, clk
 		log = slog.New(slog.DiscardHandler)
 	}
 	if clk == nil {
-		clk = SystemClock{}
+		clk = clock.Real{}
 	}
 	if found == nil {
 		found = func(net.HardwareAddr) {}
@@ -261,7 +263,7 @@ func NewHelloRunner(log *slog.Logger, conn HelloPacketConn, cfg HelloConfig, clk
 
 // RunHello is NewHelloRunner(log, conn, cfg, clk, found).Run(ctx), for a caller that does not
 // read the counters.
-func RunHello(ctx context.Context, log *slog.Logger, conn HelloPacketConn, cfg HelloConfig, clk Clock, found func(net.HardwareAddr)) error {
+func RunHello(ctx context.Context, log *slog.Logger, conn HelloPacketConn, cfg HelloConfig, clk clock.Clock, found func(net.HardwareAddr)) error {
 	r, err := NewHelloRunner(log, conn, cfg, clk, found)
 	if err != nil {
 		return err

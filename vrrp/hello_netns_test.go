@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/xdplb/xdplb/internal/wait"
 	"github.com/xdplb/xdplb/test/netns"
 	"golang.org/x/sys/unix"
 )
@@ -194,7 +195,7 @@ func TestHelloConnNetns(t *testing.T) {
 
 	// The capture reads on its own goroutine: wait for it to see the frame b received.
 	var in []netns.Frame
-	ioWaitFor(t, "b's capture of the hello", 5*time.Second, func() bool {
+	wait.Until(t, 5*time.Second, "b's capture of the hello", func() bool {
 		in = in[:0]
 		for _, f := range capt.Frames() {
 			if len(f.Data) >= 14 && binary.BigEndian.Uint16(f.Data[12:14]) == HelloEtherType && !f.Outgoing() {
@@ -273,7 +274,7 @@ func TestHelloConnNetnsSkips(t *testing.T) {
 	}
 	// The frames are delivered in order in practice, but nothing promises it: wait for the
 	// counters rather than read them once.
-	ioWaitFor(t, "4 malformed and 1 own frame counted", 5*time.Second, func() bool {
+	wait.Until(t, 5*time.Second, "4 malformed and 1 own frame counted", func() bool {
 		return ca.Stats() == HelloConnStats{Received: 1, Malformed: 4, Own: 1}
 	})
 	select {
@@ -377,11 +378,11 @@ func TestHelloRunnerNetns(t *testing.T) {
 	}
 
 	ra := start(a, []uint8{10, 20})
-	ioWaitFor(t, "a's first hello sent", 5*time.Second, func() bool { return ra.r.Stats().Sent == 1 })
+	wait.Until(t, 5*time.Second, "a's first hello sent", func() bool { return ra.r.Stats().Sent == 1 })
 	rb := start(b, []uint8{20, 30})
 	waitFound("a", ra, b.mac) // b's Solicit at start
 	waitFound("b", rb, a.mac) // a's answer
-	ioWaitFor(t, "a's answer counted", 5*time.Second, func() bool { return ra.r.Stats().Answers == 1 })
+	wait.Until(t, 5*time.Second, "a's answer counted", func() bool { return ra.r.Stats().Answers == 1 })
 	if s := rb.r.Stats(); s.Received != 1 || s.Answers != 0 || s.Malformed != 0 || s.Own != 0 {
 		t.Errorf("b's stats %+v: want 1 received, no answer (a's answer does not solicit)", s)
 	}

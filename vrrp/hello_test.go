@@ -13,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/xdplb/xdplb/internal/clock/clocktest"
+	"github.com/xdplb/xdplb/internal/wait"
 )
 
 // helloPad returns n zero bytes: the padding up to HelloMinPayload.
@@ -295,7 +298,7 @@ type helloRig struct {
 	t      *testing.T
 	r      *HelloRunner
 	conn   *helloFakeConn
-	clock  *ioFakeClock
+	clock  *clocktest.Fake
 	found  chan net.HardwareAddr
 	cancel context.CancelFunc
 	done   chan error
@@ -303,7 +306,7 @@ type helloRig struct {
 
 func newHelloRig(t *testing.T, cfg HelloConfig) *helloRig {
 	t.Helper()
-	g := &helloRig{t: t, conn: newHelloFakeConn(), clock: newIOFakeClock(), found: make(chan net.HardwareAddr, 64),
+	g := &helloRig{t: t, conn: newHelloFakeConn(), clock: clocktest.NewFake(ioT0), found: make(chan net.HardwareAddr, 64),
 		done: make(chan error, 1)}
 	r, err := NewHelloRunner(ioTestLogger(t), g.conn, cfg, g.clock, func(mac net.HardwareAddr) { g.found <- slices.Clone(mac) })
 	if err != nil {
@@ -368,6 +371,14 @@ func (g *helloRig) nextFound() net.HardwareAddr {
 	}
 }
 
+// parked waits until the runner is parked on its hello timer again. The runner rearms the timer
+// before it sends, so after parked and a barrier a hello that the last Advance fired has been
+// sent; without parked, the runner's select may take the barrier before the timer.
+func (g *helloRig) parked() {
+	g.t.Helper()
+	g.clock.WaitParked(g.t, 1)
+}
+
 // barrier injects a matching hello without Solicit from helloMAC4 and waits until found is called
 // with it: the runner handles received hellos in order, so everything injected before it has been
 // handled (answers sent, counters moved).
@@ -395,6 +406,7 @@ func TestHelloRunnerSolicitThenPeriodic(t *testing.T) {
 	}
 	want("start", true)
 	g.clock.Advance(999 * time.Millisecond)
+	g.parked()
 	g.barrier(5)
 	g.noneSent("at 999ms")
 	g.clock.Advance(time.Millisecond)
@@ -409,6 +421,7 @@ func TestHelloRunnerSolicitThenPeriodic(t *testing.T) {
 	g.clock.Advance(2500 * time.Millisecond)
 	want("6.5s", false)
 	g.clock.Advance(499 * time.Millisecond)
+	g.parked()
 	g.barrier(5)
 	g.noneSent("at 6.999s")
 	g.clock.Advance(time.Millisecond)
@@ -565,7 +578,7 @@ func TestHelloRunnerErrors(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("timed out injecting a receive error")
 	}
-	ioEventually(t, "receive error counted", func() bool { return g.r.Stats().RecvErrors == 1 })
+	wait.Until(t, ioLimit, "receive error counted", func() bool { return g.r.Stats().RecvErrors == 1 })
 	g.clock.Advance(helloRecvBackoff) // the pause after the error (and not yet a periodic hello)
 	g.barrier(5)
 	s := g.r.Stats()

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/xdplb/xdplb/internal/clock"
 )
 
 // InstanceConfig is one VRRP instance (keepalived's vrrp_instance).
@@ -173,7 +175,7 @@ type InstanceStatus struct {
 type InstanceOption func(*instanceOptions)
 
 type instanceOptions struct {
-	clock    Clock
+	clock    clock.Clock
 	conn     PacketConn
 	vips     VIPManager
 	ann      Announcer
@@ -181,7 +183,7 @@ type instanceOptions struct {
 }
 
 // WithClock replaces the system clock.
-func WithClock(c Clock) InstanceOption { return func(o *instanceOptions) { o.clock = c } }
+func WithClock(c clock.Clock) InstanceOption { return func(o *instanceOptions) { o.clock = c } }
 
 // WithPacketConn replaces the sockets (the config's SourceAddr must then be set).
 func WithPacketConn(c PacketConn) InstanceOption { return func(o *instanceOptions) { o.conn = c } }
@@ -202,7 +204,7 @@ func WithPeerFunc(f func([]Peer)) InstanceOption { return func(o *instanceOption
 type Instance struct {
 	cfg      InstanceConfig
 	log      *slog.Logger
-	clock    Clock
+	clock    clock.Clock
 	conn     PacketConn
 	vips     VIPManager
 	ann      Announcer
@@ -245,7 +247,7 @@ func NewInstance(cfg InstanceConfig, log *slog.Logger, opts ...InstanceOption) (
 	}
 	log = log.With("instance", cfg.Name, "vrid", cfg.VRID)
 	if o.clock == nil {
-		o.clock = SystemClock{}
+		o.clock = clock.Real{}
 	}
 	is6 := cfg.VIPs[0].Is6()
 	in := &Instance{
@@ -511,7 +513,7 @@ func (in *Instance) reader(ctx context.Context, out chan<- Packet, done chan<- s
 
 // rearm sets the Timer for the earliest deadline of the Machine's timers, the second
 // announcement burst and the peer expiry.
-func (in *Instance) rearm(t Timer) {
+func (in *Instance) rearm(t clock.Timer) {
 	var next time.Time
 	consider := func(at time.Time, ok bool) {
 		if ok && !at.IsZero() && (next.IsZero() || at.Before(next)) {

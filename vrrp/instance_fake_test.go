@@ -7,90 +7,14 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"testing"
 	"time"
 )
 
-// ioFakeClock is a manual Clock: timers fire only in Advance.
-type ioFakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*ioFakeTimer
-}
+// ioT0 is when the fake clocks of the I/O tests start.
+var ioT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-type ioFakeTimer struct {
-	c      *ioFakeClock
-	ch     chan time.Time
-	when   time.Time
-	active bool
-}
-
-func newIOFakeClock() *ioFakeClock {
-	return &ioFakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *ioFakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *ioFakeClock) NewTimer(d time.Duration) Timer {
-	t := &ioFakeTimer{c: c, ch: make(chan time.Time, 1)}
-	c.mu.Lock()
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	t.Reset(d)
-	return t
-}
-
-// Advance moves the clock and fires the timers that are due.
-func (c *ioFakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for _, t := range c.timers {
-		t.fireLocked()
-	}
-}
-
-func (t *ioFakeTimer) fireLocked() {
-	if t.active && !t.when.After(t.c.now) {
-		t.active = false
-		select {
-		case t.ch <- t.c.now:
-		default:
-		}
-	}
-}
-
-func (t *ioFakeTimer) C() <-chan time.Time { return t.ch }
-
-func (t *ioFakeTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.drain()
-	t.when, t.active = t.c.now.Add(d), true
-	t.fireLocked()
-	return was
-}
-
-func (t *ioFakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.active = false
-	t.drain()
-	return was
-}
-
-func (t *ioFakeTimer) drain() {
-	select {
-	case <-t.ch:
-	default:
-	}
-}
+// ioLimit bounds every wait of the I/O tests for what the instance goroutine does.
+const ioLimit = 5 * time.Second
 
 // ioFakeConn is a PacketConn: Inject delivers a packet, Sent returns what was sent.
 type ioFakeConn struct {
@@ -189,16 +113,4 @@ func (a *ioFakeAnnouncer) Rounds() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.rounds
-}
-
-// ioEventually polls cond for up to 5 s.
-func ioEventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }

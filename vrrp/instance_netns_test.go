@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/xdplb/xdplb/internal/wait"
 	"github.com/xdplb/xdplb/test/netns"
 )
 
@@ -148,17 +149,6 @@ func ioVRRPFrames(frames []netns.Frame, dst netip.Addr) int {
 	return n
 }
 
-func ioWaitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // ioHandover runs the scenario shared by the multicast and unicast tests on a LAN with nodes a,
 // b and an observer c: b starts alone and becomes Master; a (higher priority, preempting) starts
 // and takes over; both report each other as peers with the right MACs; the VIP moves and is
@@ -184,21 +174,21 @@ func ioHandover(t *testing.T, unicast bool) {
 	}
 
 	rb := ioStartIn(t, b, cfg(100, a.Addr()))
-	ioWaitFor(t, "b Master", 3*time.Second, func() bool { return rb.Status().State == Master })
+	wait.Until(t, 3*time.Second, "b Master", func() bool { return rb.Status().State == Master })
 	if !ioHasAddr(t, b, vip) {
 		t.Fatal("b is Master without the VIP")
 	}
-	ioWaitFor(t, "GARP from b", time.Second, func() bool { return len(ioGARPs(capt.Frames(), b.MAC, vip)) >= 2 })
+	wait.Until(t, time.Second, "GARP from b", func() bool { return len(ioGARPs(capt.Frames(), b.MAC, vip)) >= 2 })
 
 	ra := ioStartIn(t, a, cfg(150, b.Addr()))
-	ioWaitFor(t, "a Master, b Backup following a", 3*time.Second, func() bool {
+	wait.Until(t, 3*time.Second, "a Master, b Backup following a", func() bool {
 		sb := rb.Status()
 		return ra.Status().State == Master && sb.State == Backup && sb.MasterAddr == a.Addr()
 	})
 	if !ioHasAddr(t, a, vip) || ioHasAddr(t, b, vip) {
 		t.Fatalf("VIP on a: %v, on b: %v; want a only", ioHasAddr(t, a, vip), ioHasAddr(t, b, vip))
 	}
-	ioWaitFor(t, "GARP from a", time.Second, func() bool { return len(ioGARPs(capt.Frames(), a.MAC, vip)) >= 2 })
+	wait.Until(t, time.Second, "GARP from a", func() bool { return len(ioGARPs(capt.Frames(), a.MAC, vip)) >= 2 })
 	if p, ok := ra.peer(b.Addr()); !ok || !bytes.Equal(p.MAC, b.MAC) || p.Priority != 100 {
 		t.Errorf("a's peers %+v: want b %s %s priority 100", ra.Status().Peers, b.Addr(), b.MAC)
 	}
@@ -210,7 +200,7 @@ func ioHandover(t *testing.T, unicast bool) {
 	// Master_Down_Interval (361 ms).
 	ra.stop(t)
 	stopped := time.Now()
-	ioWaitFor(t, "b Master after a stopped", 3*time.Second, func() bool { return rb.Status().State == Master })
+	wait.Until(t, 3*time.Second, "b Master after a stopped", func() bool { return rb.Status().State == Master })
 	took := time.Since(stopped)
 	skew := time.Duration(256-100) * 100 * time.Millisecond / 256
 	t.Logf("b took over %v after a stopped (Skew_Time %v)", took, skew)
@@ -223,7 +213,7 @@ func ioHandover(t *testing.T, unicast bool) {
 	if !ioHasAddr(t, b, vip) {
 		t.Error("b is Master again without the VIP")
 	}
-	ioWaitFor(t, "GARP from b after the handover", time.Second, func() bool {
+	wait.Until(t, time.Second, "GARP from b after the handover", func() bool {
 		return slices.ContainsFunc(ioGARPs(capt.Frames(), b.MAC, vip), func(x time.Time) bool { return x.After(stopped) })
 	})
 	if p, ok := rb.peer(a.Addr()); !ok || p.Priority != 0 {
@@ -265,7 +255,7 @@ func TestNetnsObserverNeighbourFollowsGARP(t *testing.T) {
 	ra := ioStartIn(t, a, cfg)
 	cfg.Priority = 100
 	rb := ioStartIn(t, b, cfg)
-	ioWaitFor(t, "a Master", 3*time.Second, func() bool {
+	wait.Until(t, 3*time.Second, "a Master", func() bool {
 		return ra.Status().State == Master && rb.Status().State == Backup
 	})
 	// A UDP datagram to the VIP makes the observer resolve it (no ping binary needed).
@@ -280,12 +270,12 @@ func TestNetnsObserverNeighbourFollowsGARP(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ioWaitFor(t, "observer resolves the VIP to a", 3*time.Second, func() bool {
+	wait.Until(t, 3*time.Second, "observer resolves the VIP to a", func() bool {
 		mac, _, _ := c.Neighbour(netns.NodeLink, vip)
 		return bytes.Equal(mac, a.MAC)
 	})
 	ra.stop(t)
-	ioWaitFor(t, "observer's entry for the VIP moves to b", 3*time.Second, func() bool {
+	wait.Until(t, 3*time.Second, "observer's entry for the VIP moves to b", func() bool {
 		mac, _, _ := c.Neighbour(netns.NodeLink, vip)
 		return bytes.Equal(mac, b.MAC)
 	})
@@ -367,7 +357,7 @@ func TestNetnsIPv6Handover(t *testing.T) {
 	start := func(n *netns.Node, prio uint8) *ioRunning {
 		cfg.Priority = prio
 		var r *ioRunning
-		ioWaitFor(t, "NewInstance in "+n.Role+" (link-local address usable)", 10*time.Second, func() bool {
+		wait.Until(t, 10*time.Second, "NewInstance in "+n.Role+" (link-local address usable)", func() bool {
 			var in *Instance
 			err := n.Do(func() error {
 				var err error
@@ -387,7 +377,7 @@ func TestNetnsIPv6Handover(t *testing.T) {
 	}
 	ra := start(a, 200)
 	rb := start(b, 100)
-	ioWaitFor(t, "a Master, b Backup", 5*time.Second, func() bool {
+	wait.Until(t, 5*time.Second, "a Master, b Backup", func() bool {
 		return ra.Status().State == Master && rb.Status().State == Backup
 	})
 	if !ioHasAddr(t, a, vip) || ioHasAddr(t, b, vip) {
@@ -396,16 +386,16 @@ func TestNetnsIPv6Handover(t *testing.T) {
 	if src := ra.Config().SourceAddr; !src.IsLinkLocalUnicast() {
 		t.Errorf("a's source address %s is not link-local", src)
 	}
-	ioWaitFor(t, "b hears a", 2*time.Second, func() bool { _, ok := rb.peer(ra.Config().SourceAddr); return ok })
+	wait.Until(t, 2*time.Second, "b hears a", func() bool { _, ok := rb.peer(ra.Config().SourceAddr); return ok })
 	if p, ok := rb.peer(ra.Config().SourceAddr); !ok || !bytes.Equal(p.MAC, a.MAC) {
 		t.Errorf("b's peers %+v: want a (%s, %s)", rb.Status().Peers, ra.Config().SourceAddr, a.MAC)
 	}
 	ra.stop(t)
-	ioWaitFor(t, "b Master", time.Second, func() bool { return rb.Status().State == Master })
+	wait.Until(t, time.Second, "b Master", func() bool { return rb.Status().State == Master })
 	if !ioHasAddr(t, b, vip) || ioHasAddr(t, a, vip) {
 		t.Fatalf("after handover VIP on a: %v, on b: %v", ioHasAddr(t, a, vip), ioHasAddr(t, b, vip))
 	}
-	ioWaitFor(t, "unsolicited NA from b", time.Second, func() bool {
+	wait.Until(t, time.Second, "unsolicited NA from b", func() bool {
 		for _, f := range capt.Frames() {
 			d := f.Data
 			// Ethernet, IPv6 next header ICMPv6 (58), type 136, target = VIP.

@@ -5,6 +5,7 @@ package vrrp
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/xdplb/xdplb/internal/clock/clocktest"
+	"github.com/xdplb/xdplb/internal/wait"
 )
 
 var (
@@ -27,7 +31,7 @@ var (
 type ioRig struct {
 	t      *testing.T
 	in     *Instance
-	clock  *ioFakeClock
+	clock  *clocktest.Fake
 	conn   *ioFakeConn
 	vips   *ioFakeVIPs
 	ann    *ioFakeAnnouncer
@@ -48,7 +52,7 @@ func newIORig(t *testing.T, mod func(*InstanceConfig)) *ioRig {
 	if mod != nil {
 		mod(&cfg)
 	}
-	r := &ioRig{t: t, clock: newIOFakeClock(), conn: newIOFakeConn(), vips: &ioFakeVIPs{}, ann: &ioFakeAnnouncer{}}
+	r := &ioRig{t: t, clock: clocktest.NewFake(ioT0), conn: newIOFakeConn(), vips: &ioFakeVIPs{}, ann: &ioFakeAnnouncer{}}
 	in, err := NewInstance(cfg, nil, WithClock(r.clock), WithPacketConn(r.conn), WithVIPManager(r.vips),
 		WithAnnouncer(r.ann), WithPeerFunc(func(p []Peer) {
 			r.pmu.Lock()
@@ -104,12 +108,21 @@ func (r *ioRig) inject(src netip.Addr, mac net.HardwareAddr, prio uint8) {
 	r.t.Helper()
 	r.conn.in <- Packet{SrcMAC: mac, Src: src, Dst: GroupV4, TTL: 255, Payload: r.advert(src, prio)}
 	r.n++
-	ioEventually(r.t, "advert handled", func() bool { return r.in.Status().Received == r.n })
+	wait.Until(r.t, ioLimit, "advert handled", func() bool { return r.in.Status().Received == r.n })
+}
+
+// parked waits until the instance goroutine is parked on its timer again, so that whatever the
+// last Advance fired has been handled: an assertion that nothing changed then sees the
+// instance's answer, not the state from before the goroutine ran. (The instance always has a
+// timer running outside Init and Fault.)
+func (r *ioRig) parked() {
+	r.t.Helper()
+	r.clock.WaitParked(r.t, 1)
 }
 
 func (r *ioRig) waitState(s State) {
 	r.t.Helper()
-	ioEventually(r.t, "state "+s.String(), func() bool { return r.in.Status().State == s })
+	wait.Until(r.t, ioLimit, "state "+s.String(), func() bool { return r.in.Status().State == s })
 }
 
 func (r *ioRig) lastPeers() ([]Peer, int) {
@@ -161,17 +174,17 @@ func TestInstanceBackupToMasterWhenAdvertsStop(t *testing.T) {
 
 	// Master_Down_Interval = 3 s + (256-100)/256 s = 3.609 s after the last advert (1 s ago).
 	r.clock.Advance(2500 * time.Millisecond)
-	time.Sleep(20 * time.Millisecond)
+	r.parked()
 	if s := r.in.Status().State; s != Backup {
 		t.Fatalf("state %v 3.5 s after the last advert, want Backup until 3.609 s", s)
 	}
 	r.clock.Advance(200 * time.Millisecond)
 	r.waitState(Master)
-	ioEventually(t, "first advert as Master", func() bool { return len(r.conn.Sent()) >= 1 })
+	wait.Until(t, ioLimit, "first advert as Master", func() bool { return len(r.conn.Sent()) >= 1 })
 	if !r.vips.On() {
 		t.Error("VIPs not added on becoming Master")
 	}
-	ioEventually(t, "first GARP burst", func() bool { return r.ann.Rounds() == 5 })
+	wait.Until(t, ioLimit, "first GARP burst", func() bool { return r.ann.Rounds() == 5 })
 	if p := r.sentPriorities(); p[0] != 100 {
 		t.Errorf("advert priority %d, want 100", p[0])
 	}
@@ -182,21 +195,21 @@ func TestInstanceBackupToMasterWhenAdvertsStop(t *testing.T) {
 
 	// Second burst GARPDelay (5 s) later; meanwhile one advert per second.
 	r.clock.Advance(4900 * time.Millisecond)
-	time.Sleep(20 * time.Millisecond)
+	r.parked()
 	if n := r.ann.Rounds(); n != 5 {
 		t.Fatalf("%d announce rounds 4.9 s after becoming Master, want 5", n)
 	}
 	r.clock.Advance(100 * time.Millisecond)
-	ioEventually(t, "second GARP burst", func() bool { return r.ann.Rounds() == 10 })
+	wait.Until(t, ioLimit, "second GARP burst", func() bool { return r.ann.Rounds() == 10 })
 
 	// The last advert was at 4 s, PeerTimeout is 3 × 3.609 s = 10.83 s: expiry at 14.83 s.
 	r.clock.Advance(2 * time.Second) // 14.7 s
-	time.Sleep(20 * time.Millisecond)
+	r.parked()
 	if peers, _ := r.lastPeers(); len(peers) != 1 {
 		t.Fatalf("peer expired early: %+v", peers)
 	}
 	r.clock.Advance(200 * time.Millisecond)
-	ioEventually(t, "peer expiry", func() bool { p, n := r.lastPeers(); return n == 2 && len(p) == 0 })
+	wait.Until(t, ioLimit, "peer expiry", func() bool { p, n := r.lastPeers(); return n == 2 && len(p) == 0 })
 	if len(r.in.Status().Peers) != 0 {
 		t.Error("Status().Peers still lists the expired peer")
 	}
@@ -224,7 +237,7 @@ func TestInstancePriorityZeroTakeover(t *testing.T) {
 	r.inject(ioPeer, ioPeerMAC, 0)
 	// Skew_Time = 156/256 s = 609 ms.
 	r.clock.Advance(600 * time.Millisecond)
-	time.Sleep(20 * time.Millisecond)
+	r.parked()
 	if s := r.in.Status().State; s != Backup {
 		t.Fatalf("state %v 600 ms after priority 0, want Backup until Skew_Time", s)
 	}
@@ -243,10 +256,10 @@ func TestInstanceMasterYieldsAndSplitBrain(t *testing.T) {
 	r.waitState(Backup)
 	r.clock.Advance(4 * time.Second)
 	r.waitState(Master)
-	ioEventually(t, "advert", func() bool { return len(r.conn.Sent()) == 1 })
+	wait.Until(t, ioLimit, "advert", func() bool { return len(r.conn.Sent()) == 1 })
 
 	r.inject(ioPeer2, ioPeer2MAC, 50)
-	ioEventually(t, "re-assertion", func() bool { return len(r.conn.Sent()) == 2 })
+	wait.Until(t, ioLimit, "re-assertion", func() bool { return len(r.conn.Sent()) == 2 })
 	if st := r.in.Status(); st.SplitBrains != 1 || st.State != Master {
 		t.Fatalf("status %+v, want 1 split brain, still Master", st)
 	}
@@ -284,7 +297,7 @@ func TestInstanceRejects(t *testing.T) {
 		r.conn.in <- p
 	}
 	want := map[string]uint64{"ttl": 1, "checksum": 1, "vrid": 1, "truncated": 1}
-	ioEventually(t, "4 rejects", func() bool {
+	wait.Until(t, ioLimit, "4 rejects", func() bool {
 		var n uint64
 		for _, v := range r.in.Status().Rejected {
 			n += v
@@ -313,7 +326,7 @@ func TestInstanceUnicastAndNotify(t *testing.T) {
 		c.NotifyCmd = []string{"/bin/sh", "-c", `echo "$@" >> "$0"`, out}
 	})
 	r.waitState(Master)
-	ioEventually(t, "adverts to both peers", func() bool { return len(r.conn.Sent()) == 2 })
+	wait.Until(t, ioLimit, "adverts to both peers", func() bool { return len(r.conn.Sent()) == 2 })
 	for i, s := range r.conn.Sent() {
 		if s.Dst != peers[i] {
 			t.Errorf("advert %d sent to %s, want %s", i, s.Dst, peers[i])
@@ -414,7 +427,7 @@ func TestPeerTable(t *testing.T) {
 // TestInstanceFaultBeforeRun: an interface reported down before Run makes the instance start
 // in Fault (one transition, never Backup), and it starts as usual when the interface is up.
 func TestInstanceFaultBeforeRun(t *testing.T) {
-	clock := newIOFakeClock()
+	clock := clocktest.NewFake(ioT0)
 	in, err := NewInstance(InstanceConfig{
 		Name: "vi1", Iface: "eth0", VRID: 7, Preempt: true, VIPs: []netip.Addr{ioVIP}, SourceAddr: ioLocal,
 	}, nil, WithClock(clock), WithPacketConn(newIOFakeConn()), WithVIPManager(&ioFakeVIPs{}), WithAnnouncer(&ioFakeAnnouncer{}))
@@ -427,22 +440,21 @@ func TestInstanceFaultBeforeRun(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- in.Run(ctx) }()
 	defer func() { cancel(); <-errc }()
-	wait := func(s State) {
+	waitState := func(s State) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for in.Status().State != s {
-			if time.Now().After(deadline) {
-				t.Fatalf("state %v, want %v", in.Status().State, s)
+		wait.For(t, ioLimit, "state "+s.String(), func() error {
+			if st := in.Status().State; st != s {
+				return fmt.Errorf("state %v", st)
 			}
-			time.Sleep(time.Millisecond)
-		}
+			return nil
+		})
 	}
-	wait(Fault)
+	waitState(Fault)
 	if n := in.Status().Transitions; n != 1 {
 		t.Errorf("%d transitions to Fault, want 1 (Init → Fault)", n)
 	}
 	in.SetInterface(true)
-	wait(Backup)
+	waitState(Backup)
 	if n := in.Status().Transitions; n != 2 {
 		t.Errorf("%d transitions, want 2", n)
 	}
@@ -452,7 +464,7 @@ func TestInstanceFaultBeforeRun(t *testing.T) {
 // them) are removed as the instance starts as Backup, so it never answers for them beside the
 // real Master.
 func TestInstanceClearsLeftoverVIPs(t *testing.T) {
-	clock, conn := newIOFakeClock(), newIOFakeConn()
+	clock, conn := clocktest.NewFake(ioT0), newIOFakeConn()
 	vips := &ioFakeVIPs{on: true}
 	cfg := InstanceConfig{Name: "vi1", Iface: "eth0", Version: V3, VRID: 7, Priority: 100,
 		Interval: time.Second, Preempt: true, VIPs: []netip.Addr{ioVIP}, SourceAddr: ioLocal}
@@ -465,7 +477,7 @@ func TestInstanceClearsLeftoverVIPs(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- in.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	ioEventually(t, "Backup", func() bool { return in.Status().State == Backup })
+	wait.Until(t, ioLimit, "Backup", func() bool { return in.Status().State == Backup })
 	if vips.On() {
 		t.Error("leftover VIPs still on after starting as Backup")
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/xdplb/xdplb/internal/wait"
 	"github.com/xdplb/xdplb/loader"
 )
 
@@ -169,11 +170,12 @@ services:
 	cli := func(args ...string) result { return runCLI(append([]string{"--pin-root", root}, args...)...) }
 	waitList := func(what string, ok func(string) bool) string {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		var out string
+		wait.For(t, 5*time.Second, what, func() error {
 			r := cli("list", "--status-socket", sock)
 			if r.code == 0 && ok(r.stdout) {
-				return r.stdout
+				out = r.stdout
+				return nil
 			}
 			select {
 			case code := <-done:
@@ -181,11 +183,9 @@ services:
 				t.Fatalf("xdplb run exited with %d:\n%s", code, stderr.String())
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 5s; last list: %v\ndaemon log:\n%s", what, r, stderr.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return fmt.Errorf("last list: %v\ndaemon log:\n%s", r, stderr.String())
+		})
+		return out
 	}
 	line := func(weight int, health string) string {
 		return "  -> " + col(rsAddr, 28) + col(fmt.Sprint(weight), 8) + "02:00:00:00:00:0b  " + health

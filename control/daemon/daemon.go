@@ -24,6 +24,7 @@ import (
 	"github.com/xdplb/xdplb/control/config"
 	"github.com/xdplb/xdplb/control/health"
 	"github.com/xdplb/xdplb/control/reconcile"
+	"github.com/xdplb/xdplb/internal/clock"
 	"github.com/xdplb/xdplb/loader"
 	"github.com/xdplb/xdplb/vrrp"
 )
@@ -58,14 +59,14 @@ type Options struct {
 	Mode         loader.Mode
 	DetachOnExit bool // remove the data path at exit (default: leave it attached, flows keep flowing)
 	Logger       *slog.Logger
-	Clock        health.Clock // default health.RealClock
+	Clock        clock.Clock // default clock.Real
 }
 
 // Daemon is a started daemon: attached, listening, not yet running its loop.
 type Daemon struct {
 	o       Options
 	log     *slog.Logger
-	clock   health.Clock
+	clock   clock.Clock
 	started time.Time
 
 	atts []*loader.Attachment
@@ -118,7 +119,7 @@ func New(o Options) (_ *Daemon, err error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Clock == nil {
-		o.Clock = health.RealClock{}
+		o.Clock = clock.Real{}
 	}
 	if o.PinRoot == "" {
 		o.PinRoot = loader.DefaultPinRoot
@@ -259,7 +260,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	d.syncPeers()
 	d.log.Info("daemon running", "config", d.o.ConfigPath, "status_socket", d.o.StatusSocket, "metrics", d.cfgNow().Metrics)
 
-	// Timers are one-shot (health.Clock): each is replaced when it fires.
+	// Timers are one-shot (clock.Clock): each is replaced when it fires.
 	resync := d.clock.NewTimer(resyncInterval)
 	retry := d.clock.NewTimer(macRetry)
 	defer func() { resync.Stop(); retry.Stop() }()

@@ -23,6 +23,8 @@ import (
 
 	"github.com/xdplb/xdplb/control"
 	"github.com/xdplb/xdplb/control/config"
+	"github.com/xdplb/xdplb/internal/clock/clocktest"
+	"github.com/xdplb/xdplb/internal/wait"
 	"github.com/xdplb/xdplb/loader"
 	"github.com/xdplb/xdplb/test/netns"
 )
@@ -237,16 +239,12 @@ func (tp *topo) ringWeight(t *testing.T) uint32 {
 // waitRing waits until the real server's ring weight satisfies ok, and returns how long it took.
 func (tp *topo) waitRing(t *testing.T, what string, limit time.Duration, ok func(w uint32) bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for {
+	return wait.For(t, limit, what, func() error {
 		if ok(tp.ringWeight(t)) {
-			return time.Since(start)
+			return nil
 		}
-		if time.Since(start) > limit {
-			t.Fatalf("%s: not within %v; maps: %+v", what, limit, tp.snapshot(t).Services)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("maps: %+v", tp.snapshot(t).Services)
+	})
 }
 
 func TestDaemon(t *testing.T) {
@@ -300,16 +298,16 @@ func TestDaemon(t *testing.T) {
 
 	t.Run("status", func(t *testing.T) {
 		var sr StatusReply
-		for i := 0; i < 100; i++ { // the quorum state is published just after the maps change
+		wait.For(t, time.Second, "quorum up in the status", func() error { // published just after the maps change
 			sr, err = QueryStatus(ctx, o.StatusSocket)
 			if err != nil {
 				t.Fatalf("status: %v", err)
 			}
 			if len(sr.Services) > 0 && sr.Services[0].QuorumUp {
-				break
+				return nil
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return fmt.Errorf("status %+v", sr)
+		})
 		if sr.Config != cfg || sr.Started.IsZero() || len(sr.Services) != 1 {
 			t.Fatalf("status: expected config %s, a start time and one service, seen %+v", cfg, sr)
 		}
@@ -456,12 +454,34 @@ func TestDaemon(t *testing.T) {
 
 	// A restarted daemon adopts the pins: the real server stays in the ring while its checks
 	// warm up (InitialUp). With DetachOnExit it removes everything at exit.
+	//
+	// It runs on a fake clock, so that the test knows when the daemon has acted: once its
+	// goroutines are parked on their timers (the lease renewal, the resync, the MAC retry and the
+	// real server's check), the first reconciliation is in the maps; each Advance by an interval
+	// then runs exactly one check, recorded before the check's timer is rearmed.
 	o.DetachOnExit = true
+	clk := clocktest.NewFake(time.Now())
+	o.Clock = clk
 	_, stop = start(t, o)
+	const timers = 4
+	clk.WaitParked(t, timers)
 	if w := tp.ringWeight(t); w != 3 {
 		t.Errorf("adopted: expected the real server still in the ring (weight 3), seen %d", w)
 	}
-	time.Sleep(3 * checkInterval)
+	const checks = 3
+	for range checks {
+		clk.Advance(checkInterval)
+		clk.WaitParked(t, timers)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	sr, err = QueryStatus(sctx, o.StatusSocket)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if b := sr.Services[0].Backends[0]; b.Checks != checks || !b.Up || !b.InRing || b.Weight != 3 {
+		t.Errorf("adopted, after %d checks: expected %d checks, up, in the ring with weight 3, seen %+v", checks, checks, b)
+	}
 	if w := tp.ringWeight(t); w != 3 {
 		t.Errorf("adopted, after checks: expected weight 3, seen %d", w)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/xdplb/xdplb/internal/wait"
 	"github.com/xdplb/xdplb/vrrp"
 )
 
@@ -46,18 +47,6 @@ vrrp:
 		t.Fatal(err)
 	}
 	return p
-}
-
-func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !ok() {
-		if time.Since(start) > limit {
-			t.Fatalf("%s: not within %v", what, limit)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 func hasAddr(t *testing.T, iface string, a netip.Addr) bool {
@@ -114,7 +103,7 @@ func TestDaemonVRRP(t *testing.T) {
 	odone := make(chan error, 1)
 	go func() { odone <- other.Run(octx) }()
 	t.Cleanup(func() { ocancel(); <-odone })
-	waitFor(t, "other instance Master", 3*time.Second, func() bool { return other.Status().State == vrrp.Master })
+	wait.Until(t, 3*time.Second, "other instance Master", func() bool { return other.Status().State == vrrp.Master })
 
 	o := tp.options(tp.vrrpConfig(t, 100))
 	_, stop := start(t, o)
@@ -133,7 +122,7 @@ func TestDaemonVRRP(t *testing.T) {
 
 	// Backup, the other router a peer, its MAC in the data path's peers.
 	var sr StatusReply
-	took := waitFor(t, "Backup with the other router as peer", 3*time.Second, func() bool {
+	took := wait.Until(t, 3*time.Second, "Backup with the other router as peer", func() bool {
 		sr, err = QueryStatus(ctx, o.StatusSocket)
 		if err != nil {
 			t.Fatalf("status: %v", err)
@@ -172,7 +161,7 @@ func TestDaemonVRRP(t *testing.T) {
 		t.Errorf("other Run: %v", err)
 	}
 	odone <- nil // for the cleanup
-	took = waitFor(t, "Master after the other's handover", 2*time.Second, func() bool {
+	took = wait.Until(t, 2*time.Second, "Master after the other's handover", func() bool {
 		sr, _ = QueryStatus(ctx, o.StatusSocket)
 		return len(sr.VRRP) == 1 && sr.VRRP[0].State == "MASTER" && hasAddr(t, tp.iface, tp.vip)
 	})
@@ -187,7 +176,7 @@ func TestDaemonVRRP(t *testing.T) {
 	// peer_timeout (1s) of silence: the peer leaves the VRRP status, but its MAC stays in the
 	// peers map (a silent director may still run a data path: forgetting it brings back the
 	// loop). A reload runs a peer sync synchronously, so the map is read after one.
-	took = waitFor(t, "the silent peer out of the VRRP status", 3*time.Second, func() bool {
+	took = wait.Until(t, 3*time.Second, "the silent peer out of the VRRP status", func() bool {
 		sr, _ = QueryStatus(ctx, o.StatusSocket)
 		return len(sr.VRRP) == 1 && len(sr.VRRP[0].Peers) == 0
 	})
@@ -247,7 +236,7 @@ func vrrpState(t *testing.T, tp *topo, socket, what, state, fault string, limit 
 	ctx, cancel := context.WithTimeout(context.Background(), limit+5*time.Second)
 	defer cancel()
 	var last VRRPStatus
-	took := waitFor(t, what, limit, func() bool {
+	took := wait.Until(t, limit, what, func() bool {
 		sr, err := QueryStatus(ctx, socket)
 		if err != nil {
 			t.Fatalf("status: %v", err)

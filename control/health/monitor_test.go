@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -12,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/xdplb/xdplb/internal/clock/clocktest"
+	"github.com/xdplb/xdplb/internal/wait"
 )
 
 var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -95,14 +99,10 @@ func spec(tg Target, p Prober, up bool) Spec {
 func seeded() Option { return WithRand(rand.New(rand.NewPCG(1, 2))) }
 
 // step advances the fake clock by one interval and waits until n targets have rearmed.
-func step(t *testing.T, clk *FakeClock, n int) {
+func step(t *testing.T, clk *clocktest.Fake, n int) {
 	t.Helper()
 	clk.Advance(time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := clk.BlockUntilContext(ctx, n); err != nil {
-		t.Fatalf("waiting for %d timers after Advance: %v (pending %d)", n, err, clk.Pending())
-	}
+	clk.WaitParked(t, n)
 }
 
 func statusOf(t *testing.T, m *Monitor, tg Target) Status {
@@ -127,18 +127,41 @@ func recvEvent(t *testing.T, m *Monitor) Event {
 	}
 }
 
+// drainEvents returns the events queued, in order. Called after step, when every probe the
+// Advance fired has been recorded: an event is then in the queue (m.pending) or in the Events
+// channel, and the pump sends it to the channel before it takes it off the queue, so an empty
+// queue seen before an empty channel means there is nothing more.
+func drainEvents(t *testing.T, m *Monitor) []Event {
+	t.Helper()
+	var evs []Event
+	for {
+		m.mu.Lock()
+		queued := len(m.pending) > 0
+		m.mu.Unlock()
+		select {
+		case ev := <-m.Events():
+			evs = append(evs, ev)
+			continue
+		default:
+		}
+		if !queued {
+			return evs
+		}
+		evs = append(evs, recvEvent(t, m)) // the pump is about to send it
+	}
+}
+
+// noEvent fails if an event is queued (see drainEvents).
 func noEvent(t *testing.T, m *Monitor) {
 	t.Helper()
-	select {
-	case ev := <-m.Events():
-		t.Fatalf("expected no event, seen %+v", ev)
-	case <-time.After(20 * time.Millisecond):
+	if evs := drainEvents(t, m); len(evs) > 0 {
+		t.Fatalf("expected no event, seen %+v", evs)
 	}
 }
 
 func TestMonitorRiseFall(t *testing.T) {
 	var logs syncBuffer
-	clk := NewFakeClock(t0)
+	clk := clocktest.NewFake(t0)
 	m := NewMonitor(slog.New(slog.NewTextHandler(&logs, nil)), clk, seeded())
 	defer m.Close()
 	tg := target("db", "10.0.0.2")
@@ -198,7 +221,7 @@ func TestMonitorRiseFall(t *testing.T) {
 }
 
 func TestMonitorOffsets(t *testing.T) {
-	clk := NewFakeClock(t0)
+	clk := clocktest.NewFake(t0)
 	m := NewMonitor(nil, clk, seeded())
 	defer m.Close()
 	const n = 100
@@ -234,7 +257,7 @@ func TestMonitorOffsets(t *testing.T) {
 	}
 
 	// Same seed, same offsets.
-	clk2 := NewFakeClock(t0)
+	clk2 := clocktest.NewFake(t0)
 	m2 := NewMonitor(nil, clk2, seeded())
 	defer m2.Close()
 	for i := range specs {
@@ -250,7 +273,7 @@ func TestMonitorOffsets(t *testing.T) {
 }
 
 func TestMonitorSet(t *testing.T) {
-	clk := NewFakeClock(t0)
+	clk := clocktest.NewFake(t0)
 	m := NewMonitor(nil, clk, seeded())
 	defer m.Close()
 	a, b, c := target("db", "10.0.0.1"), target("db", "10.0.0.2"), target("db", "10.0.0.3")
@@ -329,7 +352,7 @@ func TestMonitorSet(t *testing.T) {
 
 func TestMonitorCloseWaits(t *testing.T) {
 	before := runtime.NumGoroutine()
-	clk := NewFakeClock(t0)
+	clk := clocktest.NewFake(t0)
 	m := NewMonitor(nil, clk, seeded())
 	blocking := newFakeProber(true)
 	blocking.block = true
@@ -365,18 +388,17 @@ func TestMonitorCloseWaits(t *testing.T) {
 		t.Fatalf("Set after Close: expected its prober closed, seen %d", closed)
 	}
 
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	wait.For(t, 2*time.Second, "no goroutine left after Close", func() error {
+		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutine leak: %d before, %d after Close\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+			return fmt.Errorf("goroutine leak: %d before, %d after Close\n%s", before, n, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestMonitorEventsCoalesce(t *testing.T) {
-	clk := NewFakeClock(t0)
+	clk := clocktest.NewFake(t0)
 	m := NewMonitor(nil, clk, seeded(), WithEventBuffer(1))
 	defer m.Close()
 	a, b := target("db", "10.0.0.1"), target("db", "10.0.0.2")
@@ -393,16 +415,10 @@ func TestMonitorEventsCoalesce(t *testing.T) {
 	}
 	// Both end down (i = 20 is unhealthy).
 	last := map[Target]Event{}
-	n := 0
-	for {
-		select {
-		case ev := <-m.Events():
-			last[ev.Target] = ev
-			n++
-			continue
-		case <-time.After(100 * time.Millisecond):
-		}
-		break
+	evs := drainEvents(t, m)
+	n := len(evs)
+	for _, ev := range evs {
+		last[ev.Target] = ev
 	}
 	if n > 4 {
 		t.Errorf("expected coalesced events (at most 4 for 2 targets with a buffer of 1), seen %d", n)
@@ -422,7 +438,7 @@ func TestMonitorEventsCoalesce(t *testing.T) {
 }
 
 func TestMonitorDynamicWeight(t *testing.T) {
-	clk := NewFakeClock(t0)
+	clk := clocktest.NewFake(t0)
 	m := NewMonitor(nil, clk, seeded())
 	defer m.Close()
 	a := target("db", "10.0.0.1")
@@ -465,42 +481,35 @@ func TestMonitorDynamicWeight(t *testing.T) {
 	}
 }
 
-func TestFakeClock(t *testing.T) {
-	clk := NewFakeClock(t0)
-	a, b, c := clk.NewTimer(3*time.Second), clk.NewTimer(time.Second), clk.NewTimer(2*time.Second)
-	if clk.Pending() != 3 {
-		t.Fatalf("pending: expected 3, seen %d", clk.Pending())
+// TestMonitorGrid: first probes fall on the common grid (Interval/100, at most 10 ms) even for
+// targets added later, and later probes stay on it.
+func TestMonitorGrid(t *testing.T) {
+	clk := clocktest.NewFake(t0)
+	m := NewMonitor(nil, clk, seeded())
+	defer m.Close()
+	clk.Advance(1234567 * time.Nanosecond) // off the grid
+	const n = 50
+	var specs []Spec
+	for i := range n {
+		specs = append(specs, spec(target("db", netip.AddrFrom4([4]byte{10, 0, 3, byte(i)}).String()), newFakeProber(true), true))
 	}
-	if !c.Stop() || c.Stop() {
-		t.Fatal("Stop: expected true once, then false")
-	}
-	clk.Advance(2 * time.Second)
-	select {
-	case at := <-b.C():
-		if !at.Equal(t0.Add(time.Second)) {
-			t.Fatalf("timer fired with %v, expected its deadline", at)
+	m.Set(specs)
+	clk.BlockUntil(n)
+	now := clk.Now()
+	check := func(when string) {
+		t.Helper()
+		for _, d := range clk.Deadlines() {
+			if d.Sub(t0)%(10*time.Millisecond) != 0 {
+				t.Fatalf("%s: deadline %v off the 10 ms grid", when, d.Sub(t0))
+			}
 		}
-	default:
-		t.Fatal("1s timer did not fire after Advance(2s)")
 	}
-	select {
-	case <-a.C():
-		t.Fatal("3s timer fired after Advance(2s)")
-	default:
+	check("first probes")
+	for _, d := range clk.Deadlines() {
+		if !d.After(now) || !d.Before(now.Add(time.Second)) {
+			t.Fatalf("first probe at %v: expected within (now, now+interval)", d.Sub(now))
+		}
 	}
-	if !clk.Now().Equal(t0.Add(2 * time.Second)) {
-		t.Fatalf("Now: %v", clk.Now())
-	}
-	done := make(chan struct{})
-	go func() { clk.BlockUntil(2); close(done) }()
-	select {
-	case <-done:
-		t.Fatal("BlockUntil(2) returned with 1 pending timer")
-	case <-time.After(10 * time.Millisecond):
-	}
-	clk.NewTimer(time.Second)
-	<-done
-	if z := clk.NewTimer(0); clk.Pending() != 2 || len(z.C()) != 1 {
-		t.Fatal("a zero timer must fire at once and not be pending")
-	}
+	step(t, clk, n)
+	check("second probes")
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/control/config"
+	"github.com/xdplb/xdplb/internal/wait"
 	"github.com/xdplb/xdplb/test/mariadb"
 	"github.com/xdplb/xdplb/test/netns"
 )
@@ -265,21 +266,17 @@ func TestMySQLReplication(t *testing.T) {
 	}
 	primary.MustExec("CREATE DATABASE xdplb_lag")
 	pl := b.prober(t, replica.AddrPort(), lagCheck(time.Second))
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		r := probe(pl)
-		if errors.Is(r.Err, ErrReplicationLag) {
-			if !strings.Contains(r.Err.Error(), "over 1s") {
-				t.Errorf("lag error %q does not say the bound", r.Err)
-			}
-			t.Logf("delayed replica: %v", r.Err)
-			break
+	var lag Result // the lag grows by the second
+	wait.For(t, 15*time.Second, "delayed replica: a lag error", func() error {
+		if lag = probe(pl); !errors.Is(lag.Err, ErrReplicationLag) {
+			return fmt.Errorf("last result healthy=%v err=%v", lag.Healthy, lag.Err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("delayed replica: want a lag error within 15s, last result healthy=%v err=%v", r.Healthy, r.Err)
-		}
-		time.Sleep(200 * time.Millisecond) // lag grows by the second
+		return nil
+	})
+	if !strings.Contains(lag.Err.Error(), "over 1s") {
+		t.Errorf("lag error %q does not say the bound", lag.Err)
 	}
+	t.Logf("delayed replica: %v", lag.Err)
 	wantHealthy(t, pr, "delayed replica within 10s")
 }
 

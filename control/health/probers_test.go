@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/xdplb/xdplb/control"
 	"github.com/xdplb/xdplb/control/config"
+	"github.com/xdplb/xdplb/internal/wait"
 )
 
 func probeWithin(t *testing.T, p Prober, timeout time.Duration) Result {
@@ -123,14 +125,13 @@ func TestExecTimeoutKillsGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
+	t.Cleanup(func() {
+		if alive(pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("the script's child `sleep 10` (pid %d) is still running after the timeout", pid)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	})
+	wait.Until(t, 2*time.Second, fmt.Sprintf("the script's child `sleep 10` (pid %d) gone after the timeout", pid),
+		func() bool { return !alive(pid) })
 }
 
 // alive reports whether pid exists and is not a zombie.

@@ -2,36 +2,6 @@ package vrrp
 
 import "time"
 
-// Clock is the time source of a runner, injected so that tests do not sleep.
-type Clock interface {
-	Now() time.Time
-	// NewTimer returns a stopped-or-running timer like time.NewTimer.
-	NewTimer(d time.Duration) Timer
-}
-
-// Timer is the part of *time.Timer a runner needs.
-type Timer interface {
-	C() <-chan time.Time
-	// Reset and Stop behave as time.Timer's (Go ≥ 1.23: no stale value is received after them).
-	Reset(d time.Duration) bool
-	Stop() bool
-}
-
-// SystemClock is the real Clock.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// NewTimer returns a time.NewTimer.
-func (SystemClock) NewTimer(d time.Duration) Timer { return sysTimer{time.NewTimer(d)} }
-
-type sysTimer struct{ t *time.Timer }
-
-func (s sysTimer) C() <-chan time.Time        { return s.t.C }
-func (s sysTimer) Reset(d time.Duration) bool { return s.t.Reset(d) }
-func (s sysTimer) Stop() bool                 { return s.t.Stop() }
-
 // Timers keeps the deadlines of a Machine's timers for a runner that waits on one Timer:
 //
 //	acts := m.Handle(now, ev); timers.Apply(now, acts)

@@ -1,49 +1,21 @@
-package health
+// Package clocktest has the fake clock.Clock for tests. Only tests import it.
+package clocktest
 
 import (
 	"cmp"
 	"context"
 	"slices"
 	"sync"
+	"testing"
 	"time"
+
+	"github.com/xdplb/xdplb/internal/clock"
 )
 
-// Clock is the time source of the Monitor, so tests can drive it without sleeping.
-type Clock interface {
-	Now() time.Time
-	// NewTimer returns a timer that sends the time it fired at on C after d.
-	NewTimer(d time.Duration) Timer
-}
-
-// Timer is a one-shot timer made by a Clock.
-type Timer interface {
-	C() <-chan time.Time
-	// Stop prevents the timer from firing; it reports whether it was still pending.
-	Stop() bool
-	// Reset rearms the timer to fire after d, discarding a time it sent and nobody received
-	// (time.Timer's semantics since Go 1.23); it reports whether the timer was still pending.
-	Reset(d time.Duration) bool
-}
-
-// RealClock is the system clock.
-type RealClock struct{}
-
-// Now is time.Now.
-func (RealClock) Now() time.Time { return time.Now() }
-
-// NewTimer wraps time.NewTimer.
-func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
-
-type realTimer struct{ t *time.Timer }
-
-func (t realTimer) C() <-chan time.Time        { return t.t.C }
-func (t realTimer) Stop() bool                 { return t.t.Stop() }
-func (t realTimer) Reset(d time.Duration) bool { return t.t.Reset(d) }
-
-// FakeClock is a Clock whose time moves only by Advance. Timers fire in deadline order (then
+// Fake is a clock.Clock whose time moves only by Advance. Timers fire in deadline order (then
 // creation order), each sending its own deadline, so what a receiver computes from the value it
 // receives does not depend on scheduling. A timer made with d <= 0 fires at once.
-type FakeClock struct {
+type Fake struct {
 	mu      sync.Mutex
 	now     time.Time
 	seq     uint64
@@ -51,27 +23,27 @@ type FakeClock struct {
 	changed chan struct{} // closed and replaced whenever pending grows
 }
 
-// NewFakeClock returns a FakeClock reading start.
-func NewFakeClock(start time.Time) *FakeClock {
-	return &FakeClock{now: start, changed: make(chan struct{})}
+// NewFake returns a Fake reading start.
+func NewFake(start time.Time) *Fake {
+	return &Fake{now: start, changed: make(chan struct{})}
 }
 
 type fakeTimer struct {
-	c        *FakeClock
+	c        *Fake
 	ch       chan time.Time
 	deadline time.Time
 	seq      uint64
 }
 
 // Now returns the fake time.
-func (c *FakeClock) Now() time.Time {
+func (c *Fake) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
 // NewTimer makes a timer that fires when Advance reaches now+d.
-func (c *FakeClock) NewTimer(d time.Duration) Timer {
+func (c *Fake) NewTimer(d time.Duration) clock.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
@@ -80,7 +52,7 @@ func (c *FakeClock) NewTimer(d time.Duration) Timer {
 }
 
 // arm schedules t to fire after d, as a timer made now. c.mu is held and t is not pending.
-func (c *FakeClock) arm(t *fakeTimer, d time.Duration) {
+func (c *Fake) arm(t *fakeTimer, d time.Duration) {
 	c.seq++
 	t.deadline, t.seq = c.now.Add(d), c.seq
 	if d <= 0 {
@@ -129,7 +101,7 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 
 // Advance moves the time forward by d and fires every timer whose deadline is reached, in
 // deadline order. It does not wait for the receivers: use BlockUntil for that.
-func (c *FakeClock) Advance(d time.Duration) {
+func (c *Fake) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
@@ -154,14 +126,14 @@ func (c *FakeClock) Advance(d time.Duration) {
 }
 
 // Pending is the number of timers waiting to fire.
-func (c *FakeClock) Pending() int {
+func (c *Fake) Pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.pending)
 }
 
 // Deadlines returns the deadlines of the pending timers, earliest first.
-func (c *FakeClock) Deadlines() []time.Time {
+func (c *Fake) Deadlines() []time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]time.Time, 0, len(c.pending))
@@ -172,13 +144,15 @@ func (c *FakeClock) Deadlines() []time.Time {
 	return out
 }
 
-// BlockUntil waits until at least n timers are pending.
-func (c *FakeClock) BlockUntil(n int) {
+// BlockUntil waits until at least n timers are pending. A test that advanced the clock calls it
+// to wait until the goroutines that own the n timers have handled what fired and are parked on
+// their next timers; what it asserts then does not depend on whether they had run yet.
+func (c *Fake) BlockUntil(n int) {
 	_ = c.BlockUntilContext(context.Background(), n)
 }
 
 // BlockUntilContext waits until at least n timers are pending or ctx ends.
-func (c *FakeClock) BlockUntilContext(ctx context.Context, n int) error {
+func (c *Fake) BlockUntilContext(ctx context.Context, n int) error {
 	for {
 		c.mu.Lock()
 		ok, changed := len(c.pending) >= n, c.changed
@@ -191,5 +165,20 @@ func (c *FakeClock) BlockUntilContext(ctx context.Context, n int) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// ParkedLimit bounds how long WaitParked waits.
+const ParkedLimit = 5 * time.Second
+
+// WaitParked is BlockUntil for a test: it waits until at least n timers are pending (after an
+// Advance: until the goroutines that own them have handled what fired and are parked on their
+// next timers) and fails tb when that does not happen within ParkedLimit.
+func (c *Fake) WaitParked(tb testing.TB, n int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ParkedLimit)
+	defer cancel()
+	if err := c.BlockUntilContext(ctx, n); err != nil {
+		tb.Fatalf("expected the goroutines parked on %d timers, seen %d pending after %v", n, c.Pending(), ParkedLimit)
 	}
 }

@@ -1,13 +1,55 @@
-package health
+package clocktest
 
 import (
-	"net/netip"
 	"testing"
 	"time"
 )
 
+var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func TestFakeClock(t *testing.T) {
+	clk := NewFake(t0)
+	a, b, c := clk.NewTimer(3*time.Second), clk.NewTimer(time.Second), clk.NewTimer(2*time.Second)
+	if clk.Pending() != 3 {
+		t.Fatalf("pending: expected 3, seen %d", clk.Pending())
+	}
+	if !c.Stop() || c.Stop() {
+		t.Fatal("Stop: expected true once, then false")
+	}
+	clk.Advance(2 * time.Second)
+	select {
+	case at := <-b.C():
+		if !at.Equal(t0.Add(time.Second)) {
+			t.Fatalf("timer fired with %v, expected its deadline", at)
+		}
+	default:
+		t.Fatal("1s timer did not fire after Advance(2s)")
+	}
+	select {
+	case <-a.C():
+		t.Fatal("3s timer fired after Advance(2s)")
+	default:
+	}
+	if !clk.Now().Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("Now: %v", clk.Now())
+	}
+	done := make(chan struct{})
+	go func() { clk.BlockUntil(2); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("BlockUntil(2) returned with 1 pending timer")
+	case <-time.After(10 * time.Millisecond):
+	}
+	clk.NewTimer(time.Second)
+	<-done
+	clk.WaitParked(t, 2)
+	if z := clk.NewTimer(0); clk.Pending() != 2 || len(z.C()) != 1 {
+		t.Fatal("a zero timer must fire at once and not be pending")
+	}
+}
+
 func TestFakeClockReset(t *testing.T) {
-	clk := NewFakeClock(t0)
+	clk := NewFake(t0)
 	a, b := clk.NewTimer(time.Second), clk.NewTimer(2*time.Second)
 	if !a.Reset(3 * time.Second) {
 		t.Fatal("Reset of a pending timer: expected true")
@@ -46,37 +88,4 @@ func TestFakeClockReset(t *testing.T) {
 	if a.Reset(0); len(a.C()) != 1 || clk.Pending() != 0 {
 		t.Fatal("Reset(0) must fire at once and leave nothing pending")
 	}
-}
-
-// TestMonitorGrid: first probes fall on the common grid (Interval/100, at most 10 ms) even for
-// targets added later, and later probes stay on it.
-func TestMonitorGrid(t *testing.T) {
-	clk := NewFakeClock(t0)
-	m := NewMonitor(nil, clk, seeded())
-	defer m.Close()
-	clk.Advance(1234567 * time.Nanosecond) // off the grid
-	const n = 50
-	var specs []Spec
-	for i := range n {
-		specs = append(specs, spec(target("db", netip.AddrFrom4([4]byte{10, 0, 3, byte(i)}).String()), newFakeProber(true), true))
-	}
-	m.Set(specs)
-	clk.BlockUntil(n)
-	now := clk.Now()
-	check := func(when string) {
-		t.Helper()
-		for _, d := range clk.Deadlines() {
-			if d.Sub(t0)%(10*time.Millisecond) != 0 {
-				t.Fatalf("%s: deadline %v off the 10 ms grid", when, d.Sub(t0))
-			}
-		}
-	}
-	check("first probes")
-	for _, d := range clk.Deadlines() {
-		if !d.After(now) || !d.Before(now.Add(time.Second)) {
-			t.Fatalf("first probe at %v: expected within (now, now+interval)", d.Sub(now))
-		}
-	}
-	step(t, clk, n)
-	check("second probes")
 }
