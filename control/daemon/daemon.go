@@ -97,6 +97,8 @@ type Daemon struct {
 	reloads map[string]uint64 // by result: "ok", "error"
 	vrrp    []*vrrpRunner     // the VRRP instances, in config order
 	linkUp  map[string]bool   // operational state by interface, once known
+
+	writers map[string]writerState // single-writer services by name, from the last plan
 }
 
 // Run starts a daemon with o and runs it until ctx ends.
@@ -387,7 +389,7 @@ func (d *Daemon) setSpecs(specs []health.Spec) {
 		if st, ok := d.rsState[s.Target]; ok {
 			keep[s.Target] = st
 		} else {
-			keep[s.Target] = reconcile.RSState{Up: s.InitialUp}
+			keep[s.Target] = reconcile.RSState{Up: s.InitialUp, Starting: !s.InitialUp}
 		}
 	}
 	d.rsState = keep
@@ -427,6 +429,7 @@ func (d *Daemon) update() {
 	}
 	d.mu.Lock()
 	d.quorum = plan.Quorum
+	d.writers = writerStates(plan)
 	d.mu.Unlock()
 	d.trackServices(plan.Quorum)
 }

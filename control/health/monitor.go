@@ -38,6 +38,23 @@ type Status struct {
 	LastCheck   time.Time // zero before the first probe
 	Checks      uint64
 	Failures    uint64
+	// Starting: down with no verdict yet: the target started down (not InitialUp) and has
+	// neither risen nor failed a check since.
+	Starting bool
+	// Since is when the current state (starting, up, down) began: when the target was added,
+	// or its last change.
+	Since time.Time
+}
+
+// State is the word for s's state: "starting", "up" or "down".
+func (s Status) State() string {
+	switch {
+	case s.Up:
+		return "up"
+	case s.Starting:
+		return "starting"
+	}
+	return "down"
 }
 
 // Option configures a Monitor.
@@ -57,7 +74,9 @@ func WithEventBuffer(n int) Option { return func(m *Monitor) { m.bufSize = max(n
 // sharing a slot wake the process once between them: at a thousand checks a second the
 // wake-ups, not the probes, would otherwise be most of the CPU. Later probes keep to the grid.
 // Results go through a Tracker; a change of state (or of the dynamic weight while up) becomes an Event.
-// No event is sent for a target's initial state.
+// No event is sent for a target's initial state; a target that starts down and fails its first
+// check gets one event (down, with the error) and one log line, since nothing else would say why
+// it never came up.
 type Monitor struct {
 	log     *slog.Logger
 	clock   Clock
@@ -209,7 +228,7 @@ func (m *Monitor) start(s Spec, old *runner) {
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		tracker: NewTracker(s.Rise, s.Fall, s.InitialUp),
-		status:  Status{Target: s.Target, Up: s.InitialUp},
+		status:  Status{Target: s.Target, Up: s.InitialUp, Starting: !s.InitialUp, Since: m.clock.Now()},
 	}
 	if old != nil {
 		r.weight = old.weight
@@ -318,7 +337,14 @@ func (m *Monitor) record(r *runner, at time.Time, res Result) {
 	st.Up = r.tracker.Up()
 	st.Weight = r.weight
 	t := r.spec.Target
+	firstFailure := st.Starting && !res.Healthy
+	if changed || firstFailure {
+		st.Starting = false
+		st.Since = at
+	}
 	switch {
+	case firstFailure:
+		m.log.Warn("real server down from the start", "service", t.Service, "addr", t.Addr, "reason", st.LastErr)
 	case changed && st.Up:
 		m.log.Info("real server up", "service", t.Service, "addr", t.Addr, "checks", streak,
 			"latency", res.Latency)

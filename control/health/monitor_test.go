@@ -504,3 +504,48 @@ func TestFakeClock(t *testing.T) {
 		t.Fatal("a zero timer must fire at once and not be pending")
 	}
 }
+
+// TestMonitorStarting: a target that starts down is "starting" until a verdict; the first failed
+// check from the start is one event and one log line with its error (else nothing would say why
+// the server never came up), later failures none.
+func TestMonitorStarting(t *testing.T) {
+	var logs syncBuffer
+	clk := NewFakeClock(t0)
+	m := NewMonitor(slog.New(slog.NewTextHandler(&logs, nil)), clk, seeded())
+	defer m.Close()
+	bad, good := target("db", "10.0.0.2"), target("db", "10.0.0.3")
+	m.Set([]Spec{spec(bad, newFakeProber(false), false), spec(good, newFakeProber(true), false)})
+	clk.BlockUntil(2)
+	for _, tg := range []Target{bad, good} {
+		if s := statusOf(t, m, tg); s.State() != "starting" || !s.Since.Equal(t0) {
+			t.Fatalf("%v before any check: expected starting since the start, seen %s since %v", tg.Addr, s.State(), s.Since)
+		}
+	}
+	step(t, clk, 2)
+	ev := recvEvent(t, m)
+	if ev.Target != bad || ev.Up || ev.Reason != "fake: refused" {
+		t.Fatalf("first failure from the start: expected a down event with the error, seen %+v", ev)
+	}
+	s := statusOf(t, m, bad)
+	if s.State() != "down" || !s.Since.After(t0) || s.LastErr != "fake: refused" {
+		t.Fatalf("after its first failed check: expected down since that check, seen %s since %v (%q)", s.State(), s.Since, s.LastErr)
+	}
+	if g := statusOf(t, m, good); g.State() != "starting" {
+		t.Fatalf("after one good check of rise 2: expected starting, seen %s", g.State())
+	}
+	step(t, clk, 2)
+	if ev := recvEvent(t, m); ev.Target != good || !ev.Up {
+		t.Fatalf("expected the good target's up event, seen %+v", ev)
+	}
+	for range 3 {
+		step(t, clk, 2)
+	}
+	noEvent(t, m)
+	out := logs.String()
+	if n := strings.Count(out, `msg="real server down from the start" service=db addr=10.0.0.2 reason="fake: refused"`); n != 1 {
+		t.Errorf("expected one 'down from the start' line with the error, seen %d:\n%s", n, out)
+	}
+	if n := strings.Count(out, "\n"); n != 2 {
+		t.Errorf("expected 2 log lines (first failure, up), seen %d:\n%s", n, out)
+	}
+}
