@@ -199,3 +199,26 @@ func TestSingleWriterAlarmLog(t *testing.T) {
 		t.Fatalf("expected the alarm to clear with one INFO line, seen:\n%s", logs.String())
 	}
 }
+
+// TestSingleWriterSeed001: seed 001's dual master — one real server, the other master as the
+// sorry server — keeps its keepalived behaviour under the single-writer rule: the sorry server
+// is no real server (not checked, not counted as writable), takes new flows only when the
+// real server fails, and raises no alarm.
+func TestSingleWriterSeed001(t *testing.T) {
+	s := writerService()
+	s.RealServers = s.RealServers[:1] // master A; master B (10.0.0.99) is the sorry server
+	cfg := &config.Config{Services: []config.Service{s}}
+	var logs bytes.Buffer
+	r := New(slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	p, _ := r.Update(Input{Config: cfg, Health: hs(map[netip.Addr]byte{r1: 'u'})})
+	if sp := p.Services[0]; !slices.Equal(ringOf(p), []netip.Addr{r1}) || sp.Writer != r1 || len(sp.Writable) != 1 || !sp.QuorumUp {
+		t.Fatalf("A up: expected A the writer with quorum, seen ring %v, plan %+v", ringOf(p), sp)
+	}
+	p, _ = r.Update(Input{Config: cfg, Health: hs(map[netip.Addr]byte{r1: 'd'})})
+	if sp := p.Services[0]; sp.QuorumUp || sp.Sorry == nil || sp.Sorry.Addr != sorryIP || len(ringOf(p)) != 0 {
+		t.Fatalf("A down: expected the sorry server B to take new flows, seen %+v", sp)
+	}
+	if strings.Contains(logs.String(), "several writable") {
+		t.Fatalf("alarm raised for seed 001's form:\n%s", logs.String())
+	}
+}
