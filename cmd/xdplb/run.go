@@ -16,7 +16,7 @@ import (
 
 func statusSocketFlag() cli.Flag {
 	return &cli.StringFlag{Name: "status-socket", Value: daemon.DefaultStatusSocket, EnvVars: []string{"XDPLB_STATUS_SOCKET"},
-		Usage: "unix socket where the daemon answers `xdplb list` and `xdplb reload`"}
+		Usage: "`PATH` of the unix socket where the daemon answers 'xdplb list' and 'xdplb reload'"}
 }
 
 func (e *env) runCmd() *cli.Command {
