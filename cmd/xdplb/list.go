@@ -24,7 +24,8 @@ func (e *env) listCmd() *cli.Command {
 		Usage: "show services, real servers and peers, like `ipvsadm -Ln` (--stats: like `ipvsadm -Ln --stats`)",
 		Description: "Without --iface every attached interface is listed.\n\n" +
 			"--json prints {\"interfaces\": [STATE, ...]}, one STATE per interface:\n" +
-			"  {\"iface\", \"mode\" (native|generic; absent without a pinned link), \"program_id\", \"ring_size\", \"hash_seed\",\n" +
+			"  {\"iface\", \"mode\" (native|generic; absent without a pinned link), \"mode_note\" (a veth whose peer has\n" +
+			"   no XDP program: why generic, or a warning for native; absent otherwise), \"program_id\", \"ring_size\", \"hash_seed\",\n" +
 			"   \"services\": [{\"id\", \"vip\", \"port\" (0 = every port), \"proto\" (tcp|udp), \"scheduler\",\n" +
 			"                 \"persistence_seconds\", \"active_slot\", \"sorry_backend_id\" (0 = none),\n" +
 			"                 \"traffic\": {\"packets\", \"bytes\", \"new_flows\"},\n" +
@@ -268,6 +269,7 @@ func (e *env) state(iface string) (control.State, error) {
 	if li, err := loader.Status(e.root, iface); err == nil {
 		st.Mode = li.Mode.String()
 		st.ProgramID = li.ProgramID
+		st.ModeNote = loader.ModeNote(li.Ifindex, li.Mode)
 	}
 	return st, nil
 }
@@ -278,6 +280,9 @@ func writeHeader(w io.Writer, st control.State) {
 		link = fmt.Sprintf("%s mode, program id %d", st.Mode, st.ProgramID)
 	}
 	fmt.Fprintf(w, "xdplb on %s: %s, ring size %d, hash seed %d\n", st.Iface, link, st.RingSize, st.HashSeed)
+	if st.ModeNote != "" {
+		fmt.Fprintf(w, "  (%s)\n", st.ModeNote)
+	}
 }
 
 // col pads s to width w, always leaving at least one space (long IPv6 addresses).

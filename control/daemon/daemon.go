@@ -173,7 +173,7 @@ func New(o Options) (_ *Daemon, err error) {
 		d.atts = append(d.atts, a)
 		d.maps = append(d.maps, control.NewMaps(a.Objects))
 		if a.Created {
-			d.log.Info("data path attached", "iface", iface, "mode", a.Mode, "pins", a.Dir)
+			d.log.Info("data path attached", "iface", iface, "mode", a.Mode, "pins", a.Dir, "why", a.ModeReason)
 		} else {
 			n, _ := control.NewMaps(a.Objects).TrackedFlows()
 			d.log.Info("data path adopted, tracked flows kept", "iface", iface, "mode", a.Mode, "pins", a.Dir, "flows", n)
