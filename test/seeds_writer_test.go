@@ -91,6 +91,17 @@ func writableServers(c *cluster.Cluster, director string) (int, error) {
 	return strconv.Atoi(m[1])
 }
 
+// writerLines is the last n lines of a daemon log that concern the writer service.
+func writerLines(log string, n int) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "service=writer") || strings.Contains(l, "data path") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out[max(len(out)-n, 0):], "\n")
+}
+
 func tableCount(t *testing.T, n *cluster.Node) int {
 	t.Helper()
 	rows, err := n.DB.Query("SELECT COUNT(*) AS n FROM " + cluster.Database + ".writes")
@@ -109,8 +120,8 @@ func tableCount(t *testing.T, n *cluster.Node) int {
 // primary, or a replica started without --read-only) is a second writer: the writer service must
 // keep db3, the one already serving (db1 comes first in config order: a rule without memory
 // would flip to it), on both directors; new write connections all land on db3; the alarm shows in
-// the logs, the metric and `xdplb list`. Then db3 turns read-only: both directors move to db1
-// within fall × interval + timeout. Last, with both writable again, the Backup director restarts
+// the logs, the metric and `xdplb list`. The Backup dies and restarts with its pins: it keeps
+// db3. Then db3 turns read-only: both directors move to db1 within fall × interval + timeout. Last, with both writable again, the Backup director restarts
 // from scratch (no pins, no memory): it must choose the Master's writer, db1, by itself.
 func seedSingleWriter(t *testing.T, c *cluster.Cluster) {
 	o := c.Opts
@@ -186,6 +197,27 @@ func seedSingleWriter(t *testing.T, c *cluster.Cluster) {
 	}
 	t.Logf("%d new write connections with two writable nodes: all on db3 (%v); rows +%d on db3, +%d on db1", conns, seen, after3-before3, after1-before1)
 
+	// 2b. The Backup's machine dies (link down, kill -9: its pins stay) and comes back: the
+	// restarted daemon adopts the pinned ring and keeps db3 from its first reconcile on, also
+	// once its checks see db1 writable (a fresh choice would take db1, first in config order).
+	backup := cluster.Other(c.Master())
+	c.KillDirector(backup)
+	t0 = time.Now()
+	c.StartDirector(backup)
+	polls := 0
+	el = waitUntil(t, t0, 15*time.Second, backup+" (restarted, pins adopted) to see db1 and db3 writable", func() (bool, string) {
+		v, err := viewWriter(c, backup)
+		if err != nil {
+			return false, err.Error()
+		}
+		polls++
+		if !slices.Equal(v.ring, []string{cluster.DB3}) {
+			t.Fatalf("%s restarted with its pins while db3 serves and db1 is writable: expected the ring {db3} at every poll, seen %v (poll %d)", backup, v, polls)
+		}
+		return slices.Equal(v.writable, []string{cluster.DB1, cluster.DB3}), v.String()
+	})
+	t.Logf("%s killed and restarted with its pins: ring {db3} at all %d polls, both writable seen after %v", backup, polls, el.Round(time.Millisecond))
+
 	// 3. db3 read-only: db1 takes over on both directors.
 	db3.DB.MustExec("SET GLOBAL read_only = 1")
 	t0 = time.Now()
@@ -210,7 +242,7 @@ func seedSingleWriter(t *testing.T, c *cluster.Cluster) {
 	bothDirectors(t, c, time.Now(), riseBound, "db1 and db3 writable, db1 the only writer on both directors", func(v writerView) bool {
 		return slices.Equal(v.writable, []string{cluster.DB1, cluster.DB3}) && only(cluster.DB1)(v)
 	})
-	backup := cluster.Other(c.Master())
+	backup = cluster.Other(c.Master())
 	if err := c.StopDirector(backup); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +255,8 @@ func seedSingleWriter(t *testing.T, c *cluster.Cluster) {
 	for _, d := range []string{cluster.DB2, cluster.DB3} {
 		v, err := viewWriter(c, d)
 		if err != nil || !only(cluster.DB1)(v) || !slices.Equal(v.writable, []string{cluster.DB1, cluster.DB3}) {
-			t.Fatalf("%s after %s restarted from scratch with db1 and db3 writable: expected db1 the only writer (as the Master's), seen %v (%v)", d, backup, v, err)
+			t.Fatalf("%s after %s restarted from scratch with db1 and db3 writable: expected db1 the only writer (as the Master's), seen %v (%v); %s's log of the writer service since its restart:\n%s",
+				d, backup, v, err, backup, writerLines(c.DaemonLog(backup), 40))
 		}
 	}
 	t.Logf("%s restarted with no pins while db1 and db3 are writable: chose db1 by itself after %v, the same as %s", backup, el.Round(time.Millisecond), c.Master())

@@ -192,6 +192,7 @@ func New(o Options) (_ *Daemon, err error) {
 	d.macs.setStatic(cfg)
 	d.adoptMACs()
 	d.rec = reconcile.New(d.log, d.maps)
+	d.rec.AdoptWriters(pinnedWriters(cfg, d.pinnedRing()))
 	d.mon = health.NewMonitor(d.log, d.clock)
 	d.started = time.Now()
 	return d, nil

@@ -74,9 +74,10 @@ func WithEventBuffer(n int) Option { return func(m *Monitor) { m.bufSize = max(n
 // sharing a slot wake the process once between them: at a thousand checks a second the
 // wake-ups, not the probes, would otherwise be most of the CPU. Later probes keep to the grid.
 // Results go through a Tracker; a change of state (or of the dynamic weight while up) becomes an Event.
-// No event is sent for a target's initial state; a target that starts down and fails its first
-// check gets one event (down, with the error) and one log line, since nothing else would say why
-// it never came up.
+// No event is sent for a target's initial state. A target that starts down is starting until
+// its verdict: up after Rise successes, or down after Fall failures in a row; the latter is one
+// event (down, with the error). Its first failure is one log line, since nothing else would say
+// why it never came up.
 type Monitor struct {
 	log     *slog.Logger
 	clock   Clock
@@ -113,6 +114,9 @@ type runner struct {
 	tracker *Tracker
 	weight  *uint32
 	status  Status
+	// While starting: failures in a row, and whether the first one was logged.
+	startFails  int
+	startLogged bool
 }
 
 // NewMonitor returns a Monitor with no targets. log may be nil (no logging).
@@ -233,6 +237,7 @@ func (m *Monitor) start(s Spec, old *runner) {
 	if old != nil {
 		r.weight = old.weight
 		r.status = old.status
+		r.startFails, r.startLogged = old.startFails, old.startLogged
 	}
 	m.targets[s.Target] = r
 	m.wg.Add(1)
@@ -337,14 +342,30 @@ func (m *Monitor) record(r *runner, at time.Time, res Result) {
 	st.Up = r.tracker.Up()
 	st.Weight = r.weight
 	t := r.spec.Target
-	firstFailure := st.Starting && !res.Healthy
-	if changed || firstFailure {
+	// A starting target gets its verdict by rising, or by failing Fall checks in a row: the
+	// evidence that takes an up server down. Its first failure is logged at once, so that a
+	// server that never comes up says why.
+	firstFailure, settled := false, false
+	if st.Starting {
+		if res.Healthy {
+			r.startFails = 0
+		} else {
+			r.startFails++
+			firstFailure = !r.startLogged
+			r.startLogged = true
+		}
+		settled = changed || r.startFails >= max(r.spec.Fall, 1)
+	}
+	if changed || settled {
 		st.Starting = false
 		st.Since = at
 	}
-	switch {
-	case firstFailure:
+	if firstFailure {
 		m.log.Warn("real server down from the start", "service", t.Service, "addr", t.Addr, "reason", st.LastErr)
+	}
+	switch {
+	case settled && !st.Up:
+		// its verdict: down (logged above at its first failure)
 	case changed && st.Up:
 		m.log.Info("real server up", "service", t.Service, "addr", t.Addr, "checks", streak,
 			"latency", res.Latency)

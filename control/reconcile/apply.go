@@ -107,6 +107,18 @@ func New(log *slog.Logger, maps []*control.Maps) *Reconciler {
 		writable: map[string]string{}, prev: map[string]ServicePlan{}}
 }
 
+// AdoptWriters sets the writers of single-writer services (by service name) that the next
+// Update keeps while they are up, as if an earlier Update had chosen them: a restarted daemon
+// passes the writers of the pinned rings, so that it neither drops them while the other real
+// servers' checks warm up nor picks another one.
+func (r *Reconciler) AdoptWriters(w map[string]netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for n, a := range w {
+		r.writers[n] = a
+	}
+}
+
 // Update computes the plan for in and applies it to every Maps. When in.Quorum is nil the
 // Reconciler's own quorum state (from the previous Update) is used, and the new state is kept
 // for the next call, also when applying fails. It logs one line per change: service added or

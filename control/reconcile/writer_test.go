@@ -222,3 +222,24 @@ func TestSingleWriterSeed001(t *testing.T) {
 		t.Fatalf("alarm raised for seed 001's form:\n%s", logs.String())
 	}
 }
+
+// TestSingleWriterAdopted: a restarted daemon adopts the writer of its pinned ring; it keeps
+// serving while the other real servers' first checks run, and stays when they turn out
+// writable too (a fresh choice would take the first in config order).
+func TestSingleWriterAdopted(t *testing.T) {
+	cfg := &config.Config{Services: []config.Service{writerService()}}
+	// r3 was in the pinned ring: it starts up; r1 and r2 start with no verdict.
+	start := map[netip.Addr]byte{r1: 's', r2: 's', r3: 'u'}
+	fresh := New(nil, nil)
+	if p, _ := fresh.Update(Input{Config: cfg, Health: hs(start)}); len(ringOf(p)) != 0 {
+		t.Fatalf("without an adopted writer, expected none while checks start, seen %v", ringOf(p))
+	}
+	r := New(nil, nil)
+	r.AdoptWriters(map[string]netip.Addr{"mysql": r3})
+	for i, st := range []map[netip.Addr]byte{start, {r1: 'u', r2: 'd', r3: 'u'}} {
+		p, _ := r.Update(Input{Config: cfg, Health: hs(st)})
+		if !slices.Equal(ringOf(p), []netip.Addr{r3}) {
+			t.Fatalf("step %d %v: expected the adopted writer r3 alone in the ring, seen %v", i, st, ringOf(p))
+		}
+	}
+}
