@@ -278,11 +278,11 @@ func writeHeader(w io.Writer, st control.State) {
 	link := "not attached (maps pinned, no XDP link)"
 	if st.ProgramID != 0 {
 		link = fmt.Sprintf("%s mode, program id %d", st.Mode, st.ProgramID)
+		if st.ModeNote != "" {
+			link += " (" + st.ModeNote + ")"
+		}
 	}
 	fmt.Fprintf(w, "xdplb on %s: %s, ring size %d, hash seed %d\n", st.Iface, link, st.RingSize, st.HashSeed)
-	if st.ModeNote != "" {
-		fmt.Fprintf(w, "  (%s)\n", st.ModeNote)
-	}
 }
 
 // col pads s to width w, always leaving at least one space (long IPv6 addresses).

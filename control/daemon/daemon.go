@@ -94,11 +94,10 @@ type Daemon struct {
 	mu      sync.Mutex // guards what the status socket and metrics read
 	cfg     *config.Config
 	quorum  map[string]bool
+	writers map[string]writerState
 	reloads map[string]uint64 // by result: "ok", "error"
 	vrrp    []*vrrpRunner     // the VRRP instances, in config order
 	linkUp  map[string]bool   // operational state by interface, once known
-
-	writers map[string]writerState // single-writer services by name, from the last plan
 }
 
 // Run starts a daemon with o and runs it until ctx ends.

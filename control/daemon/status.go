@@ -216,7 +216,8 @@ func (d *Daemon) Status() StatusReply {
 	return r
 }
 
-// writerState is what the last plan said of a single-writer service.
+// writerState is what the last plan said of a single-writer service (Daemon.writers, by service
+// name, guarded by Daemon.mu).
 type writerState struct {
 	writer   netip.Addr
 	writable []netip.Addr

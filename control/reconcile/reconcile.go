@@ -19,6 +19,10 @@
 //
 // A service whose check type is "none" has no monitor: its real servers count as up.
 //
+// Single writer: a service whose mysql check has writable: true holds at most one real server in
+// its ring, the writer (see chooseWriter); its other up (writable) servers are left out, and only
+// the writer's weight counts for its quorum.
+//
 // Quorum follows keepalived: the sum of the weights of the up real servers (drain: true ones and
 // dynamic weight 0 count 0) is compared with quorum ± hysteresis: quorum is lost when the sum
 // drops below Quorum - Hysteresis, regained when it reaches Quorum + Hysteresis, and kept as it
@@ -55,8 +59,9 @@ func TargetFor(svc config.Service, rs config.RealServer) health.Target {
 type RSState struct {
 	Up     bool
 	Weight *uint32 // dynamic weight of the latest healthy result; nil = the configured weight
-	// Starting: down, but its checks have no verdict yet (never up, no failure since it was
-	// added). A single-writer service chooses no new writer while one of its servers starts.
+	// Starting: down, but its checks have no verdict yet (since it was added, neither rise
+	// successes nor fall failures in a row). A single-writer service chooses no new writer
+	// while one of its servers starts.
 	Starting bool
 }
 
