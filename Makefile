@@ -56,19 +56,20 @@ test: deps check-generate
 	$(GO) test ./vrrp -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 # bench: every section of `xdplb bench` (bench/README.md), each against baselines measured in the
-# same run; under 10 minutes. Writes bench/results/<date>.json.
+# same run; under 10 minutes. Writes bench/results/<date>.json (the CLI alone writes
+# ./xdplb-bench-<date>.json unless told --out).
 bench: deps build
 	@[ "$$(id -u)" = 0 ] || { echo "make bench needs root (BPF_PROG_TEST_RUN)"; exit 1; }
-	./$(BIN) bench
+	./$(BIN) bench --out bench/results/
 
 bench-quick: deps build
-	./$(BIN) bench --quick
+	./$(BIN) bench --quick --out bench/results/
 
 # bench-soak: issue 4's check that VRRP at 30 ms adverts does not flap in 5 minutes of full
 # data-plane load (the full `make bench` runs it for 1 minute).
 bench-soak: deps build
 	@[ "$$(id -u)" = 0 ] || { echo "make bench-soak needs root"; exit 1; }
-	./$(BIN) bench --only vrrp-load --vrrp-load-duration 5m
+	./$(BIN) bench --only vrrp-load --vrrp-load-duration 5m --out bench/results/
 
 # demo: the seeds' MySQL cluster in network namespaces (docs/demo.md): a client, a MariaDB primary
 # and two replicas that are also xdplb directors with VRRP. Narrates reads spread over the

@@ -45,10 +45,49 @@ type resultsFile struct {
 	Results any    `json:"results"`
 }
 
-// WriteResults writes dir/<YYYY-MM-DD>.json (then -2, -3, … if taken) with a header describing
-// the machine, and returns its path.
-func WriteResults(dir string, r any) (string, error) {
+// WriteResults writes dir/<prefix><YYYY-MM-DD>.json (then -2, -3, … if taken), creating dir,
+// with a header describing the machine, and returns its path.
+func WriteResults(dir, prefix string, r any) (string, error) {
 	now := time.Now()
+	b, err := encodeResults(now, r)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	date := prefix + now.Format("2006-01-02")
+	for n := 1; n < 1000; n++ {
+		name := date + ".json"
+		if n > 1 {
+			name = fmt.Sprintf("%s-%d.json", date, n)
+		}
+		path := filepath.Join(dir, name)
+		err := writeNew(path, b)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return path, err
+	}
+	return "", fmt.Errorf("%s: 999 result files for %s already", dir, date)
+}
+
+// WriteResultsFile writes the results to path, which must not exist: results are never
+// overwritten.
+func WriteResultsFile(path string, r any) error {
+	b, err := encodeResults(time.Now(), r)
+	if err != nil {
+		return err
+	}
+	if err := writeNew(path, b); errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s exists: results are never overwritten (choose another file, or a directory)", path)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+func encodeResults(now time.Time, r any) ([]byte, error) {
 	h := header(now)
 	h.Xdplb, h.Mode = "unknown", "unknown"
 	sections := r
@@ -61,33 +100,22 @@ func WriteResults(dir string, r any) (string, error) {
 	}
 	b, err := json.MarshalIndent(resultsFile{Header: h, Results: sections}, "", "  ")
 	if err != nil {
-		return "", fmt.Errorf("encode results: %w", err)
+		return nil, fmt.Errorf("encode results: %w", err)
 	}
-	b = append(b, '\n')
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
+	return append(b, '\n'), nil
+}
+
+// writeNew creates path (fs.ErrExist if it exists) and writes b to it.
+func writeNew(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
 	}
-	date := now.Format("2006-01-02")
-	for n := 1; n < 1000; n++ {
-		name := date + ".json"
-		if n > 1 {
-			name = fmt.Sprintf("%s-%d.json", date, n)
-		}
-		path := filepath.Join(dir, name)
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		if _, err := f.Write(b); err != nil {
-			f.Close()
-			return "", err
-		}
-		return path, f.Close()
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
 	}
-	return "", fmt.Errorf("%s: 999 result files for %s already", dir, date)
+	return f.Close()
 }
 
 func header(now time.Time) Header {

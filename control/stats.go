@@ -25,6 +25,7 @@ import (
 //
 //	{
 //	  "iface": "ens33", "mode": "native", "program_id": 42,   // set by the caller; omitted when empty
+//	  "mode_note": "veth peer p-db2 has no XDP program: ...", // likewise
 //	  "ring_size": 65537, "hash_seed": 0,
 //	  "services": [{
 //	    "id": 0, "vip": "10.0.0.100", "port": 3306, "proto": "tcp", "scheduler": "maglev",
@@ -48,6 +49,9 @@ type State struct {
 	Iface     string
 	Mode      string
 	ProgramID uint32
+	// ModeNote says what Mode means on this interface when that needs saying (a veth whose
+	// peer has no XDP program: see loader.ModeNote); set by the caller.
+	ModeNote string
 
 	RingSize uint32
 	HashSeed uint32
@@ -271,6 +275,7 @@ type (
 		Iface     string        `json:"iface,omitempty"`
 		Mode      string        `json:"mode,omitempty"`
 		ProgramID uint32        `json:"program_id,omitempty"`
+		ModeNote  string        `json:"mode_note,omitempty"`
 		RingSize  uint32        `json:"ring_size"`
 		HashSeed  uint32        `json:"hash_seed"`
 		Services  []jsonService `json:"services"`
@@ -310,7 +315,7 @@ type (
 // MarshalJSON writes the documented form (see State).
 func (s State) MarshalJSON() ([]byte, error) {
 	j := jsonState{
-		Iface: s.Iface, Mode: s.Mode, ProgramID: s.ProgramID,
+		Iface: s.Iface, Mode: s.Mode, ProgramID: s.ProgramID, ModeNote: s.ModeNote,
 		RingSize: s.RingSize, HashSeed: s.HashSeed,
 		Services: []jsonService{}, Peers: []string{}, Counters: s.Counters,
 		Lease: jsonLease{Set: s.Lease.Set, Expired: s.Lease.Expired(), RemainingMS: float64(s.Lease.Remaining) / float64(time.Millisecond)},
@@ -343,7 +348,7 @@ func (s *State) UnmarshalJSON(data []byte) error {
 		return err
 	}
 	*s = State{
-		Iface: j.Iface, Mode: j.Mode, ProgramID: j.ProgramID,
+		Iface: j.Iface, Mode: j.Mode, ProgramID: j.ProgramID, ModeNote: j.ModeNote,
 		RingSize: j.RingSize, HashSeed: j.HashSeed, Counters: j.Counters,
 		Lease: Lease{Set: j.Lease.Set, Remaining: time.Duration(j.Lease.RemainingMS * float64(time.Millisecond))},
 	}

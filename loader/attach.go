@@ -77,6 +77,9 @@ type Attachment struct {
 	ModeChanged bool
 	Objects     *Objects
 	Link        link.Link
+
+	// ModeReason says why auto mode chose Mode, or warns about it ("" when nothing to say).
+	ModeReason string
 }
 
 // Close releases file descriptors; the data path stays attached through the pins.
@@ -227,6 +230,10 @@ func (a *Attachment) attachLink(ifc *net.Interface, want Mode, log *slog.Logger)
 			}
 			a.Link, a.Mode = l, cur
 			log.Info("program replaced, maps and flows kept", "iface", ifc.Name, "mode", cur)
+			if note := ModeNote(ifc.Index, cur); cur == ModeNative && note != "" {
+				a.ModeReason = note
+				log.Warn("native XDP on a veth whose peer cannot take the frames", "iface", ifc.Name, "why", note)
+			}
 			return nil
 		}
 		// Changing mode needs a new link; the pinned maps (and flows) are kept. The kernel
@@ -254,15 +261,33 @@ func (a *Attachment) attachLink(ifc *net.Interface, want Mode, log *slog.Logger)
 	tryModes := []Mode{want}
 	if want == ModeAuto {
 		tryModes = []Mode{ModeNative, ModeGeneric}
+		// Native XDP_TX on a veth needs an XDP program on the peer, else the forwarded frames
+		// vanish while the counters say sent: auto must not pick a mode that silently drops.
+		if p, ok, err := vethPeer(ifc.Index); ok && (err != nil || !p.XDP) {
+			tryModes = []Mode{ModeGeneric}
+			if err != nil {
+				a.ModeReason = fmt.Sprintf("auto: generic, as the peer of veth %s could not be checked for an XDP program (%v)", ifc.Name, err)
+			} else {
+				a.ModeReason = fmt.Sprintf("auto: generic, as veth peer %s has no XDP program (native XDP_TX frames would be dropped there)", p.Name)
+			}
+		}
 	}
 	var errs []error
 	for _, m := range tryModes {
 		err := a.attachMode(ifc, m, pin)
 		if err == nil {
-			if want == ModeAuto && m == ModeGeneric {
-				log.Info("driver has no native XDP: using generic mode (slower)", "iface", ifc.Name)
+			if want == ModeAuto && m == ModeGeneric && a.ModeReason == "" {
+				a.ModeReason = "auto: generic, as the driver has no native XDP (slower)"
 			}
-			log.Info("attached", "iface", ifc.Name, "mode", m)
+			if note := ModeNote(ifc.Index, m); m == ModeNative && note != "" {
+				a.ModeReason = note
+				log.Warn("native XDP on a veth whose peer cannot take the frames", "iface", ifc.Name, "why", note)
+			}
+			if a.ModeReason != "" {
+				log.Info("attached", "iface", ifc.Name, "mode", m, "why", a.ModeReason)
+			} else {
+				log.Info("attached", "iface", ifc.Name, "mode", m)
+			}
 			return nil
 		}
 		if errors.Is(err, ErrForeignProgram) {

@@ -25,7 +25,7 @@ import (
 func TestSeeds(t *testing.T) {
 	requireRoot(t)
 	requireCLI(t)
-	requireTools(t, "nsenter", "ip", "keepalived", "mariadbd", "mariadb")
+	requireTools(t, "nsenter", "ip", "keepalived", "mariadbd", "mariadb", "curl")
 	testStart := time.Now()
 	defer func() { t.Logf("TestSeeds: %v", time.Since(testStart).Round(time.Millisecond)) }()
 
@@ -56,6 +56,7 @@ func TestSeeds(t *testing.T) {
 		{"realserver_failure", func(t *testing.T) { seedRealServerFailure(t, c) }},
 		{"mixed_pair_keepalived", func(t *testing.T) { seedMixed(t, c, interval, vrSlackSeeds) }},
 		{"primary_switch", func(t *testing.T) { seedPrimarySwitch(t, c) }},
+		{"single_writer", func(t *testing.T) { seedSingleWriter(t, c) }},
 	}
 	for _, s := range steps {
 		completed := false // false after a Fatal: the cluster is not in the state the next step expects

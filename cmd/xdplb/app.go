@@ -286,7 +286,7 @@ func (e *env) attachCmd() *cli.Command {
 			"their services and the tracked flows; size options not given keep the pinned maps' sizes.",
 		ArgsUsage: "IFACE",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "mode", Value: "auto", Usage: "XDP mode: auto (native if the driver has it, else generic), native or generic"},
+			&cli.StringFlag{Name: "mode", Value: "auto", Usage: "XDP mode: auto (native if the driver has it, else generic; generic on a veth whose peer has no XDP program), native or generic"},
 			size("services", d.Services, "number of virtual services"),
 			size("backends", d.Backends, "number of real servers over all services, plus one"),
 			size("peers", d.Peers, "number of peer director MACs"),
@@ -361,10 +361,13 @@ func (e *env) attach(c *cli.Context) error {
 		msg += fmt.Sprintf(": %s, %d tracked flows kept", what, n)
 	}
 	fmt.Fprintln(e.stdout, msg)
-	if mode == loader.ModeAuto && a.Mode == loader.ModeGeneric {
-		fmt.Fprintf(e.stdout, "note: the driver of %s has no native XDP, so generic mode was picked: it runs after the kernel\n"+
-			"has built a socket buffer for each packet, several times slower than native mode. Fine for tests;\n"+
-			"in production use a NIC whose driver supports XDP (--mode native fails instead of falling back).\n", iface)
+	switch {
+	case a.ModeReason != "" && a.Mode == loader.ModeNative:
+		fmt.Fprintf(e.stdout, "%s\n", a.ModeReason)
+	case a.ModeReason != "":
+		fmt.Fprintf(e.stdout, "note: %s. Generic mode runs after the kernel has built a socket buffer for each packet,\n"+
+			"several times slower than native mode. Fine for tests; in production use a NIC whose driver supports XDP\n"+
+			"(--mode native fails instead of falling back).\n", a.ModeReason)
 	}
 	return nil
 }

@@ -69,7 +69,8 @@ func (e *env) benchCmd() *cli.Command {
 			&cli.StringFlag{Name: "iface-dst", Usage: "with --iface: destination MAC of the frames sent, a host that may receive and drop them"},
 			&cli.BoolFlag{Name: "sysbench", Value: true, Usage: "sysbench oltp_read_only through the VIP vs straight to a MariaDB real server (--sysbench=false: skip)"},
 			&cli.DurationFlag{Name: "sysbench-duration", Usage: "length of each sysbench run"},
-			&cli.StringFlag{Name: "results-dir", Value: "bench/results", Usage: "write the results of every section run to DIR/<date>.json"},
+			&cli.StringFlag{Name: "out", Usage: "write the results to `FILE` (never overwritten), or to FILE/<date>.json when FILE is a directory or ends in / (default: xdplb-bench-<date>.json in the current directory)"},
+			&cli.StringFlag{Name: "results-dir", Usage: "same as --out `DIR`/ (kept for scripts)"},
 			&cli.BoolFlag{Name: "no-results", Usage: "do not write the results file"},
 		},
 		Action: func(c *cli.Context) error {
@@ -125,6 +126,14 @@ func (e *env) newBenchRun(c *cli.Context) (*benchRun, []string, error) {
 	}
 	if c.IsSet("vrrp-load-threads") && c.Int("vrrp-load-threads") < 1 {
 		return nil, nil, usagef("--vrrp-load-threads must be >= 1")
+	}
+	if c.String("out") != "" && c.String("results-dir") != "" {
+		return nil, nil, usagef("--out and --results-dir say the same thing: give one")
+	}
+	if out := c.String("out"); out != "" && !strings.HasSuffix(out, "/") {
+		if fi, err := os.Stat(out); err == nil && !fi.IsDir() {
+			return nil, nil, usagef("--out %s exists: results are never overwritten (choose another file, or a directory)", out)
+		}
 	}
 	var todo []string
 	if only := c.String("only"); only != "" {
@@ -365,14 +374,33 @@ func (r *benchRun) section(name string) error {
 	return fmt.Errorf("unknown section %q", name)
 }
 
-// writeBenchResults writes every section's results to --results-dir unless --no-results, and
-// prints the file's path (to stderr with --json, so stdout stays JSON).
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// writeBenchResults writes every section's results where --out (or --results-dir) says, by
+// default to ./xdplb-bench-<date>.json, unless --no-results, and prints the file's path (to
+// stderr with --json, so stdout stays JSON).
 func (e *env) writeBenchResults(c *cli.Context, out map[string]any) error {
 	if c.Bool("no-results") {
 		return nil
 	}
-	path, err := bench.WriteResults(c.String("results-dir"),
-		bench.Results{Version: version, Quick: c.Bool("quick"), Only: c.String("only"), Sections: out})
+	res := bench.Results{Version: version, Quick: c.Bool("quick"), Only: c.String("only"), Sections: out}
+	var (
+		path string
+		err  error
+	)
+	switch dest := c.String("out"); {
+	case c.String("results-dir") != "":
+		path, err = bench.WriteResults(c.String("results-dir"), "", res)
+	case dest == "":
+		path, err = bench.WriteResults(".", "xdplb-bench-", res)
+	case strings.HasSuffix(dest, "/") || isDir(dest):
+		path, err = bench.WriteResults(dest, "", res)
+	default:
+		path, err = dest, bench.WriteResultsFile(dest, res)
+	}
 	if err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}

@@ -7,11 +7,16 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBenchBadArgs: every bad combination is a usage error (exit 2) naming the problem, found
 // before any section starts.
 func TestBenchBadArgs(t *testing.T) {
+	existing := filepath.Join(t.TempDir(), "old.json")
+	if err := os.WriteFile(existing, []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -33,6 +38,8 @@ func TestBenchBadArgs(t *testing.T) {
 		{[]string{"--dataplane=maybe"}, `bad value "maybe" for --dataplane: want true or false`},
 		{[]string{"--iface", "eth0", "--iface-dst", "02:00:00:00:00:01", "--only", "dataplane"}, "throughput section"},
 		{[]string{"extra"}, "extra"},
+		{[]string{"--out", existing}, "--out " + existing + " exists: results are never overwritten"},
+		{[]string{"--out", "x.json", "--results-dir", "d"}, "--out and --results-dir"},
 	} {
 		r := runCLI(append([]string{"bench", "--no-results"}, tc.args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
@@ -48,9 +55,18 @@ func TestBenchBadArgs(t *testing.T) {
 // data-path case and profile row is there with the verdict it must have, the sections' results
 // are in the JSON on stdout and in the results file, with the machine header.
 func TestBenchQuickSections(t *testing.T) {
+	// No --out: the results go to ./xdplb-bench-<date>.json of the current directory, never
+	// into a bench/ tree there (it used to write bench/results/<date>.json wherever it ran).
 	dir := t.TempDir()
-	r := runCLI("bench", "--quick", "--only", "scaling,dataplane,control-plane", "--rounds", "1", "--repeat", "2000000",
-		"--json", "--results-dir", dir)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chdir(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chdir(wd)
+	r := runCLI("bench", "--quick", "--only", "scaling,dataplane,control-plane", "--rounds", "1", "--repeat", "2000000", "--json")
 	if r.code != 0 {
 		t.Fatalf("bench: %v", r)
 	}
@@ -110,9 +126,10 @@ func TestBenchQuickSections(t *testing.T) {
 	if len(out.Maglev) == 0 || len(out.Scaling) == 0 {
 		t.Errorf("maglev %d rows, scaling %d rows: want both", len(out.Maglev), len(out.Scaling))
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	if len(files) != 1 || !strings.Contains(r.stderr, files[0]) {
-		t.Fatalf("results files %v; stderr %q should name the one written", files, r.stderr)
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	want := filepath.Join(dir, "xdplb-bench-"+time.Now().Format("2006-01-02")+".json")
+	if len(files) != 1 || files[0] != want || !strings.Contains(r.stderr, "xdplb-bench-") {
+		t.Fatalf("expected only %s in the current directory, seen %v; stderr %q should name it", want, files, r.stderr)
 	}
 	b, err := os.ReadFile(files[0])
 	if err != nil {

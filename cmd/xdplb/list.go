@@ -24,7 +24,8 @@ func (e *env) listCmd() *cli.Command {
 		Usage: "show services, real servers and peers, like `ipvsadm -Ln` (--stats: like `ipvsadm -Ln --stats`)",
 		Description: "Without --iface every attached interface is listed.\n\n" +
 			"--json prints {\"interfaces\": [STATE, ...]}, one STATE per interface:\n" +
-			"  {\"iface\", \"mode\" (native|generic; absent without a pinned link), \"program_id\", \"ring_size\", \"hash_seed\",\n" +
+			"  {\"iface\", \"mode\" (native|generic; absent without a pinned link), \"mode_note\" (a veth whose peer has\n" +
+			"   no XDP program: why generic, or a warning for native; absent otherwise), \"program_id\", \"ring_size\", \"hash_seed\",\n" +
 			"   \"services\": [{\"id\", \"vip\", \"port\" (0 = every port), \"proto\" (tcp|udp), \"scheduler\",\n" +
 			"                 \"persistence_seconds\", \"active_slot\", \"sorry_backend_id\" (0 = none),\n" +
 			"                 \"traffic\": {\"packets\", \"bytes\", \"new_flows\"},\n" +
@@ -33,7 +34,10 @@ func (e *env) listCmd() *cli.Command {
 			"   \"counters\": {\"packets\", \"tx\", \"pass_local\", ... every verdict counter of the data path}}\n" +
 			"Addresses and MACs are strings; counters and traffic are summed over CPUs.\n\n" +
 			"When the daemon answers on the status socket, the list (also with --stats) shows a Health column\n" +
-			"(up or down, and the last check error) for every real server of its configuration, and --json\n" +
+			"(starting, up, down or draining, for how long, and the last check error) for every real server of\n" +
+			"its configuration, also those the maps do not hold (flag \"not in maps\"); a single-writer service\n" +
+			"(mysql check with writable: true) is flagged single-writer, with an ALARM naming the servers when two\n" +
+			"or more are writable, and the writable ones that are not the writer say so. --json\n" +
 			"adds \"daemon\": the status socket's reply (see docs/daemon.md).",
 		Flags: []cli.Flag{
 			ifaceFlag(),
@@ -131,8 +135,9 @@ func writeVRRP(w io.Writer, instances []daemon.VRRPStatus, ifaces []string) {
 // statusTimeout bounds the question to the daemon: list works without it.
 const statusTimeout = time.Second
 
-// healthList is the daemon's view of the real servers; nil when no daemon answers.
-type healthList map[control.ServiceKey]map[netip.Addr]daemon.BackendStatus
+// healthList is the daemon's view of the services and their real servers; nil when no daemon
+// answers.
+type healthList map[control.ServiceKey]daemon.ServiceStatus
 
 // queryHealth asks the daemon for its status; nil, nil when none answers.
 func queryHealth(socket string) (*daemon.StatusReply, healthList) {
@@ -147,30 +152,106 @@ func queryHealth(socket string) (*daemon.StatusReply, healthList) {
 	}
 	hl := healthList{}
 	for _, s := range r.Services {
-		m := map[netip.Addr]daemon.BackendStatus{}
-		for _, b := range s.Backends {
-			m[b.Addr.Unmap()] = b
-		}
 		k := s.Key()
 		k.VIP = k.VIP.Unmap()
-		hl[k] = m
+		hl[k] = s
 	}
 	return &r, hl
 }
 
-// health is the Health column of a backend: up, down (last error), or - when the daemon does
-// not check it (a sorry server, a backend added by hand).
-func (hl healthList) health(k control.ServiceKey, b control.BackendState) (string, string) {
-	bs, ok := hl[k][b.Addr]
-	switch {
-	case !ok || b.Sorry:
-		return "-", ""
-	case bs.Up:
-		return "up", ""
-	case bs.LastError != "":
-		return "down", "(" + bs.LastError + ")"
+func (hl healthList) backend(k control.ServiceKey, addr netip.Addr) (daemon.BackendStatus, bool) {
+	for _, b := range hl[k].Backends {
+		if b.Addr.Unmap() == addr.Unmap() {
+			return b, true
+		}
 	}
-	return "down", ""
+	return daemon.BackendStatus{}, false
+}
+
+// health is the Health column of a backend: its state (starting, up, down, draining) and for
+// how long, and the last check error; - when the daemon does not check it (a sorry server, a
+// backend added by hand).
+func (hl healthList) health(k control.ServiceKey, b control.BackendState) (string, string) {
+	bs, ok := hl.backend(k, b.Addr)
+	if !ok || b.Sorry {
+		return "-", ""
+	}
+	return healthOf(bs)
+}
+
+func healthOf(bs daemon.BackendStatus) (string, string) {
+	state := bs.State
+	if state == "" { // a daemon of an earlier version
+		state = "down"
+		if bs.Up {
+			state = "up"
+		}
+	}
+	if !bs.Since.IsZero() {
+		state += " " + age(time.Since(bs.Since))
+	}
+	why := ""
+	if !bs.Up && bs.LastError != "" {
+		why = "(" + bs.LastError + ")"
+	}
+	return state, why
+}
+
+// age is a short duration for the Health column: 42s, 5m07s, 3h05m, 4d.
+func age(d time.Duration) string {
+	d = max(d, 0).Truncate(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd", int(d.Hours())/24)
+}
+
+// serviceMarks are the daemon's flags of a service: single-writer, and the alarm when two or
+// more of its real servers are writable.
+func (hl healthList) serviceMarks(k control.ServiceKey) []string {
+	s, ok := hl[k]
+	if !ok || !s.SingleWriter {
+		return nil
+	}
+	marks := []string{"single-writer"}
+	if len(s.Writable) >= 2 {
+		names := make([]string, len(s.Writable))
+		for i, a := range s.Writable {
+			names[i] = a.String()
+		}
+		writer := "none"
+		if s.Writer.IsValid() {
+			writer = s.Writer.String()
+		}
+		marks = append(marks, fmt.Sprintf("ALARM: %d writable (%s), writer %s", len(s.Writable), strings.Join(names, " "), writer))
+	}
+	return marks
+}
+
+// missing lists the real servers of the daemon's configuration that the maps of service k do
+// not hold (down, starting, or writable but not the writer), each with the reason.
+func (hl healthList) missing(k control.ServiceKey, in []control.BackendState) []daemon.BackendStatus {
+	var out []daemon.BackendStatus
+	for _, b := range hl[k].Backends {
+		if !slices.ContainsFunc(in, func(x control.BackendState) bool { return x.Addr.Unmap() == b.Addr.Unmap() }) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// notInMapsFlag says why a configured real server is not in the maps.
+func (hl healthList) notInMapsFlag(k control.ServiceKey, b daemon.BackendStatus) string {
+	s := hl[k]
+	if s.SingleWriter && b.Up && slices.Contains(s.Writable, b.Addr) && b.Addr != s.Writer {
+		return "writable, not the writer"
+	}
+	return "not in maps"
 }
 
 // state reads one interface's maps and link.
@@ -188,6 +269,7 @@ func (e *env) state(iface string) (control.State, error) {
 	if li, err := loader.Status(e.root, iface); err == nil {
 		st.Mode = li.Mode.String()
 		st.ProgramID = li.ProgramID
+		st.ModeNote = loader.ModeNote(li.Ifindex, li.Mode)
 	}
 	return st, nil
 }
@@ -196,6 +278,9 @@ func writeHeader(w io.Writer, st control.State) {
 	link := "not attached (maps pinned, no XDP link)"
 	if st.ProgramID != 0 {
 		link = fmt.Sprintf("%s mode, program id %d", st.Mode, st.ProgramID)
+		if st.ModeNote != "" {
+			link += " (" + st.ModeNote + ")"
+		}
 	}
 	fmt.Fprintf(w, "xdplb on %s: %s, ring size %d, hash seed %d\n", st.Iface, link, st.RingSize, st.HashSeed)
 	switch {
@@ -223,7 +308,7 @@ func writeList(w io.Writer, st control.State, hl healthList) {
 	writeHeader(w, st)
 	fmt.Fprintln(w, "Prot LocalAddress:Port           Scheduler Flags")
 	if hl != nil {
-		fmt.Fprintln(w, "  -> RemoteAddress               Weight  MAC                Health Flags")
+		fmt.Fprintln(w, "  -> RemoteAddress               Weight  MAC                Health         Flags")
 	} else {
 		fmt.Fprintln(w, "  -> RemoteAddress               Weight  MAC                Flags")
 	}
@@ -232,16 +317,22 @@ func writeList(w io.Writer, st control.State, hl healthList) {
 		if s.Persistence > 0 {
 			flags = append(flags, fmt.Sprintf("persistent %d", int64(s.Persistence.Seconds())))
 		}
+		flags = append(flags, hl.serviceMarks(s.Key)...)
 		line := col(s.Key.Proto.String(), 5) + col(localAddr(s.Key), 28) + col(s.Scheduler, 10) + strings.Join(flags, " ")
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 		for _, b := range s.Backends {
 			line := "  -> " + col(b.Addr.String(), 28) + col(fmt.Sprint(b.Weight), 8) + col(macString(b.MAC), 19)
 			if hl != nil {
 				h, why := hl.health(s.Key, b)
-				line += col(h, 7) + col(strings.Join(backendFlags(b), " "), 1) + why
+				line += col(h, 15) + col(strings.Join(backendFlags(b), " "), 1) + why
 			} else {
 				line += strings.Join(backendFlags(b), " ")
 			}
+			fmt.Fprintln(w, strings.TrimRight(line, " "))
+		}
+		for _, b := range hl.missing(s.Key, s.Backends) {
+			h, why := healthOf(b)
+			line := "  -> " + col(b.Addr.String(), 28) + col("-", 8) + col("-", 19) + col(h, 15) + col(hl.notInMapsFlag(s.Key, b), 1) + why
 			fmt.Fprintln(w, strings.TrimRight(line, " "))
 		}
 	}
@@ -294,7 +385,11 @@ func writeStats(w io.Writer, st control.State, hl healthList) {
 		return fmt.Sprintf("%s%8s %8s %8s", col(name, 33), human(t.NewFlows), human(t.Packets), human(t.Bytes))
 	}
 	for _, s := range st.Services {
-		fmt.Fprintln(w, row(col(s.Key.Proto.String(), 5)+localAddr(s.Key), s.Traffic))
+		svc := row(col(s.Key.Proto.String(), 5)+localAddr(s.Key), s.Traffic)
+		if marks := hl.serviceMarks(s.Key); len(marks) > 0 {
+			svc += "  " + strings.Join(marks, " ")
+		}
+		fmt.Fprintln(w, svc)
 		for _, b := range s.Backends {
 			line := row("  -> "+b.Addr.String(), b.Traffic)
 			if hl != nil {
@@ -302,6 +397,11 @@ func writeStats(w io.Writer, st control.State, hl healthList) {
 				line = strings.TrimRight(line+"  "+h+" "+why, " ")
 			}
 			fmt.Fprintln(w, line)
+		}
+		for _, b := range hl.missing(s.Key, s.Backends) {
+			h, why := healthOf(b)
+			line := fmt.Sprintf("%s%8s %8s %8s  %s %s %s", col("  -> "+b.Addr.String(), 33), "-", "-", "-", h, hl.notInMapsFlag(s.Key, b), why)
+			fmt.Fprintln(w, strings.TrimRight(line, " "))
 		}
 	}
 	writePeers(w, st)

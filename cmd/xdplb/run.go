@@ -16,7 +16,7 @@ import (
 
 func statusSocketFlag() cli.Flag {
 	return &cli.StringFlag{Name: "status-socket", Value: daemon.DefaultStatusSocket, EnvVars: []string{"XDPLB_STATUS_SOCKET"},
-		Usage: "unix socket where the daemon answers `xdplb list` and `xdplb reload`"}
+		Usage: "`PATH` of the unix socket where the daemon answers 'xdplb list' and 'xdplb reload'"}
 }
 
 func (e *env) runCmd() *cli.Command {
@@ -32,7 +32,7 @@ func (e *env) runCmd() *cli.Command {
 			"Logs go to stderr (default level info for this command).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "the YAML configuration file (required)"},
-			&cli.StringFlag{Name: "mode", Value: "auto", Usage: "XDP mode: auto (native if the driver has it, else generic), native or generic"},
+			&cli.StringFlag{Name: "mode", Value: "auto", Usage: "XDP mode: auto (native if the driver has it, else generic; generic on a veth whose peer has no XDP program), native or generic"},
 			&cli.BoolFlag{Name: "detach-on-exit", Usage: "detach the XDP program and remove its pins when the daemon stops (tracked flows are lost)"},
 			statusSocketFlag(),
 		},

@@ -135,7 +135,13 @@ services:
     check: {type: tcp, interval: 200ms, timeout: 100ms, rise: 1, fall: 2, dr_path: false}
     real_servers:
       - {address: %s, mac: "02:00:00:00:00:0b", weight: %d}
-`, iface, metricsAddr, net3, rsAddr, weight)
+  - name: never-up
+    vip: 198.18.%d.100
+    port: 3308
+    check: {type: tcp, interval: 200ms, timeout: 100ms, rise: 1, fall: 2, dr_path: false}
+    real_servers:
+      - {address: %s, mac: "02:00:00:00:00:0b"}
+`, iface, metricsAddr, net3, rsAddr, weight, net3, rsAddr)
 		if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -192,9 +198,22 @@ services:
 	}
 	out := waitList("backend up in the list", func(s string) bool { return strings.Contains(s, line(1, "up")) })
 	t.Logf("xdplb list:\n%s", out)
-	if !strings.Contains(out, "Health Flags") {
+	if !strings.Contains(out, "Health         Flags") {
 		t.Errorf("list: no Health column:\n%s", out)
 	}
+	// A real server whose checks never passed is listed all the same, with its state, for how
+	// long, and the error (it used to be missing: the maps do not hold it).
+	neverUp := "  -> " + col(rsAddr, 28) + col("-", 8) + col("-", 19) + "down "
+	out = waitList("the never-up real server listed down with its error", func(s string) bool {
+		for _, l := range strings.Split(s, "\n") {
+			if strings.HasPrefix(l, neverUp) && strings.Contains(l, "not in maps") && strings.Contains(l, ":3308") &&
+				strings.Contains(l, "connection refused") {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("xdplb list with the never-up server:\n%s", out)
 	if r := cli("list", "--stats", "--status-socket", sock); !strings.Contains(r.stdout, "InBytes  Health") ||
 		!strings.Contains(r.stdout, "  up") {
 		t.Errorf("list --stats: want a Health column with the backend up next to the counters:\n%s", r.stdout)
@@ -234,6 +253,9 @@ services:
 		t.Fatalf("xdplb run did not stop on SIGTERM")
 	}
 	t.Logf("xdplb run log:\n%s", stderr.String())
+	if n := strings.Count(stderr.String(), `msg="real server down from the start" service=never-up`); n != 1 {
+		t.Errorf("expected the never-up server's first error logged once, seen %d times", n)
+	}
 	if _, err := loader.Status(root, iface); err != nil {
 		t.Errorf("after SIGTERM: expected the data path attached, seen %v", err)
 	}

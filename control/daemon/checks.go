@@ -91,6 +91,24 @@ func (d *Daemon) pinnedRing() map[ringKey]bool {
 	return out
 }
 
+// pinnedWriters is, for each single-writer service, the first of its real servers (in config
+// order) that takes new flows in the pinned maps: the writer a restarted daemon keeps.
+func pinnedWriters(cfg *config.Config, inRing map[ringKey]bool) map[string]netip.Addr {
+	out := map[string]netip.Addr{}
+	for _, svc := range cfg.Services {
+		if !reconcile.SingleWriter(svc) {
+			continue
+		}
+		for _, rs := range svc.RealServers {
+			if inRing[ringKey{svc.Key, rs.Addr.Unmap()}] {
+				out[reconcile.ServiceName(svc)] = rs.Addr.Unmap()
+				break
+			}
+		}
+	}
+	return out
+}
+
 // adoptMACs takes the MACs of the real servers in the pinned maps: a restarted daemon keeps
 // forwarding to them while ARP confirms them, instead of dropping them from the ring.
 func (d *Daemon) adoptMACs() {

@@ -94,6 +94,7 @@ type Daemon struct {
 	mu      sync.Mutex // guards what the status socket and metrics read
 	cfg     *config.Config
 	quorum  map[string]bool
+	writers map[string]writerState
 	reloads map[string]uint64 // by result: "ok", "error"
 	vrrp    []*vrrpRunner     // the VRRP instances, in config order
 	linkUp  map[string]bool   // operational state by interface, once known
@@ -176,7 +177,7 @@ func New(o Options) (_ *Daemon, err error) {
 		d.atts = append(d.atts, a)
 		d.maps = append(d.maps, control.NewMaps(a.Objects))
 		if a.Created {
-			d.log.Info("data path attached", "iface", iface, "mode", a.Mode, "pins", a.Dir)
+			d.log.Info("data path attached", "iface", iface, "mode", a.Mode, "pins", a.Dir, "why", a.ModeReason)
 		} else {
 			n, _ := control.NewMaps(a.Objects).TrackedFlows()
 			d.log.Info("data path adopted, tracked flows kept", "iface", iface, "mode", a.Mode, "pins", a.Dir, "flows", n)
@@ -203,6 +204,7 @@ func New(o Options) (_ *Daemon, err error) {
 	d.macs.setStatic(cfg)
 	d.adoptMACs()
 	d.rec = reconcile.New(d.log, d.maps)
+	d.rec.AdoptWriters(pinnedWriters(cfg, d.pinnedRing()))
 	d.mon = health.NewMonitor(d.log, d.clock)
 	d.started = time.Now()
 	return d, nil
@@ -409,7 +411,7 @@ func (d *Daemon) setSpecs(specs []health.Spec) {
 		if st, ok := d.rsState[s.Target]; ok {
 			keep[s.Target] = st
 		} else {
-			keep[s.Target] = reconcile.RSState{Up: s.InitialUp}
+			keep[s.Target] = reconcile.RSState{Up: s.InitialUp, Starting: !s.InitialUp}
 		}
 	}
 	d.rsState = keep
@@ -449,6 +451,7 @@ func (d *Daemon) update() {
 	}
 	d.mu.Lock()
 	d.quorum = plan.Quorum
+	d.writers = writerStates(plan)
 	d.mu.Unlock()
 	d.trackServices(plan.Quorum)
 }

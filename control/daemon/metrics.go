@@ -87,6 +87,7 @@ func (d *Daemon) writeMetrics(w io.Writer) {
 		checks   = family{name: "xdplb_checks_total", typ: "counter", help: "Health checks run."}
 		failures = family{name: "xdplb_check_failures_total", typ: "counter", help: "Health checks failed."}
 		quorum   = family{name: "xdplb_service_quorum_up", typ: "gauge", help: "1 when the service's healthy weight meets its quorum (else the sorry server serves)."}
+		writable = family{name: "xdplb_writable_servers", typ: "gauge", help: "Real servers whose check says writable, per single-writer service (mysql check with writable: true); above 1 is an alarm: only one takes writes."}
 		reloads  = family{name: "xdplb_config_reloads_total", typ: "counter", help: "Configuration reloads by result (ok, error)."}
 		scrapeOK = family{name: "xdplb_maps_read_errors", typ: "gauge", help: "Interfaces whose maps could not be read for this scrape."}
 		vState   = family{name: "xdplb_vrrp_state", typ: "gauge", help: "1 for the VRRP instance's current state (init, backup, master, fault), 0 for the others."}
@@ -130,11 +131,15 @@ func (d *Daemon) writeMetrics(w io.Writer) {
 	}
 	d.mu.Lock()
 	q := d.quorum
+	writers := d.writers
 	okReloads, badReloads := d.reloads["ok"], d.reloads["error"]
 	d.mu.Unlock()
 	for _, svc := range cfg.Services {
 		n := reconcile.ServiceName(svc)
 		quorum.add(boolValue(q[n]), "service", n)
+		if w, ok := writers[n]; ok {
+			writable.add(strconv.Itoa(len(w.writable)), "service", n)
+		}
 		for _, rs := range svc.RealServers {
 			st, ok := status[reconcile.TargetFor(svc, rs)]
 			if !ok {
@@ -164,7 +169,7 @@ func (d *Daemon) writeMetrics(w io.Writer) {
 	reloads.add(u64(badReloads), "result", "error")
 
 	for _, f := range []*family{&pkts, &svcPkts, &svcBytes, &svcFlows, &bePkts, &beBytes, &beFlows,
-		&up, &ring, &latency, &checks, &failures, &quorum, &reloads, &scrapeOK,
+		&up, &ring, &latency, &checks, &failures, &quorum, &writable, &reloads, &scrapeOK,
 		&vState, &vTrans, &vSplit, &vReject, &vPeers} {
 		f.write(w)
 	}

@@ -43,6 +43,12 @@ type ServiceStatus struct {
 	Proto    control.Proto   `json:"proto"`
 	Backends []BackendStatus `json:"backends"`
 	QuorumUp bool            `json:"quorum_up"`
+	// Single-writer services (a mysql check with writable: true) only: the real server that
+	// takes the writes (absent: none), and every real server whose check says writable now.
+	// Two or more writable is the alarm of docs/daemon.md.
+	SingleWriter bool         `json:"single_writer,omitempty"`
+	Writer       netip.Addr   `json:"writer,omitzero"`
+	Writable     []netip.Addr `json:"writable,omitempty"`
 }
 
 // Key is the service's key in the maps.
@@ -52,15 +58,20 @@ func (s ServiceStatus) Key() control.ServiceKey {
 
 // BackendStatus is one real server: its check state and whether the maps use it.
 type BackendStatus struct {
-	Addr      netip.Addr `json:"addr"`
-	Up        bool       `json:"up"`
-	InRing    bool       `json:"in_ring"`
-	Weight    uint32     `json:"weight"` // in the maps; 0 when not there
-	LastError string     `json:"last_error"`
-	LastCheck time.Time  `json:"last_check"`
-	LatencyMS float64    `json:"latency_ms"`
-	Checks    uint64     `json:"checks"`
-	Failures  uint64     `json:"failures"`
+	Addr netip.Addr `json:"addr"`
+	// State is "starting" (no verdict of its checks yet), "up", "down", "draining" (up, but
+	// weight 0 in the maps: drain: true, or quorum lost) or "unchecked" (check type none);
+	// Since is when it entered that health state (zero for unchecked).
+	State     string    `json:"state"`
+	Since     time.Time `json:"since,omitzero"`
+	Up        bool      `json:"up"`
+	InRing    bool      `json:"in_ring"`
+	Weight    uint32    `json:"weight"` // in the maps; 0 when not there
+	LastError string    `json:"last_error"`
+	LastCheck time.Time `json:"last_check"`
+	LatencyMS float64   `json:"latency_ms"`
+	Checks    uint64    `json:"checks"`
+	Failures  uint64    `json:"failures"`
 }
 
 // ReloadReply answers {"cmd":"reload"}.
@@ -150,14 +161,16 @@ func (d *Daemon) Status() StatusReply {
 	cfg := d.cfgNow()
 	d.mu.Lock()
 	quorum := d.quorum
-	d.mu.Unlock()
 	checks := map[health.Target]health.Status{}
 	for _, s := range d.mon.Status() {
 		checks[s.Target] = s
 	}
+	writers := d.writers
+	d.mu.Unlock()
 	type inMaps struct {
-		weight uint32
-		inRing bool
+		weight   uint32
+		inRing   bool
+		draining bool
 	}
 	maps := map[ringKey]inMaps{}
 	if len(d.maps) > 0 {
@@ -165,7 +178,7 @@ func (d *Daemon) Status() StatusReply {
 			for _, s := range st.Services {
 				for _, b := range s.Backends {
 					if !b.Sorry {
-						maps[ringKey{s.Key, b.Addr}] = inMaps{b.Weight, inRing(b)}
+						maps[ringKey{s.Key, b.Addr}] = inMaps{b.Weight, inRing(b), b.Draining}
 					}
 				}
 			}
@@ -177,11 +190,22 @@ func (d *Daemon) Status() StatusReply {
 			Name: reconcile.ServiceName(svc), VIP: svc.Key.VIP, Port: svc.Key.Port, Proto: svc.Key.Proto,
 			Backends: []BackendStatus{}, QuorumUp: quorum[reconcile.ServiceName(svc)],
 		}
+		if w, ok := writers[ss.Name]; ok {
+			ss.SingleWriter, ss.Writer, ss.Writable = true, w.writer, w.writable
+		}
 		for _, rs := range svc.RealServers {
-			c := checks[reconcile.TargetFor(svc, rs)]
+			c, checked := checks[reconcile.TargetFor(svc, rs)]
 			m := maps[ringKey{svc.Key, rs.Addr.Unmap()}]
+			state := "unchecked"
+			switch {
+			case !checked:
+			case c.Up && m.draining:
+				state = "draining"
+			default:
+				state = c.State()
+			}
 			ss.Backends = append(ss.Backends, BackendStatus{
-				Addr: rs.Addr, Up: c.Up, InRing: m.inRing, Weight: m.weight,
+				Addr: rs.Addr, State: state, Since: c.Since, Up: c.Up, InRing: m.inRing, Weight: m.weight,
 				LastError: c.LastErr, LastCheck: c.LastCheck,
 				LatencyMS: float64(c.LastLatency.Microseconds()) / 1000,
 				Checks:    c.Checks, Failures: c.Failures,
@@ -190,6 +214,24 @@ func (d *Daemon) Status() StatusReply {
 		r.Services = append(r.Services, ss)
 	}
 	return r
+}
+
+// writerState is what the last plan said of a single-writer service (Daemon.writers, by service
+// name, guarded by Daemon.mu).
+type writerState struct {
+	writer   netip.Addr
+	writable []netip.Addr
+}
+
+// writerStates picks the single-writer services out of a plan.
+func writerStates(p reconcile.Plan) map[string]writerState {
+	out := map[string]writerState{}
+	for _, sp := range p.Services {
+		if sp.SingleWriter {
+			out[sp.Name] = writerState{writer: sp.Writer, writable: sp.Writable}
+		}
+	}
+	return out
 }
 
 // call sends one request to the daemon on socket and decodes its reply into out.

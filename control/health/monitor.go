@@ -40,6 +40,23 @@ type Status struct {
 	LastCheck   time.Time // zero before the first probe
 	Checks      uint64
 	Failures    uint64
+	// Starting: down with no verdict yet: the target started down (not InitialUp) and has
+	// neither risen nor failed a check since.
+	Starting bool
+	// Since is when the current state (starting, up, down) began: when the target was added,
+	// or its last change.
+	Since time.Time
+}
+
+// State is the word for s's state: "starting", "up" or "down".
+func (s Status) State() string {
+	switch {
+	case s.Up:
+		return "up"
+	case s.Starting:
+		return "starting"
+	}
+	return "down"
 }
 
 // Option configures a Monitor.
@@ -59,7 +76,10 @@ func WithEventBuffer(n int) Option { return func(m *Monitor) { m.bufSize = max(n
 // sharing a slot wake the process once between them: at a thousand checks a second the
 // wake-ups, not the probes, would otherwise be most of the CPU. Later probes keep to the grid.
 // Results go through a Tracker; a change of state (or of the dynamic weight while up) becomes an Event.
-// No event is sent for a target's initial state.
+// No event is sent for a target's initial state. A target that starts down is starting until
+// its verdict: up after Rise successes, or down after Fall failures in a row; the latter is one
+// event (down, with the error). Its first failure is one log line, since nothing else would say
+// why it never came up.
 type Monitor struct {
 	log     *slog.Logger
 	clock   clock.Clock
@@ -96,6 +116,9 @@ type runner struct {
 	tracker *Tracker
 	weight  *uint32
 	status  Status
+	// While starting: failures in a row, and whether the first one was logged.
+	startFails  int
+	startLogged bool
 }
 
 // RealClock is clock.Real under its old name, for bench/controlplane.go, which another branch
@@ -216,11 +239,12 @@ func (m *Monitor) start(s Spec, old *runner) {
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		tracker: NewTracker(s.Rise, s.Fall, s.InitialUp),
-		status:  Status{Target: s.Target, Up: s.InitialUp},
+		status:  Status{Target: s.Target, Up: s.InitialUp, Starting: !s.InitialUp, Since: m.clock.Now()},
 	}
 	if old != nil {
 		r.weight = old.weight
 		r.status = old.status
+		r.startFails, r.startLogged = old.startFails, old.startLogged
 	}
 	m.targets[s.Target] = r
 	m.wg.Add(1)
@@ -325,7 +349,30 @@ func (m *Monitor) record(r *runner, at time.Time, res Result) {
 	st.Up = r.tracker.Up()
 	st.Weight = r.weight
 	t := r.spec.Target
+	// A starting target gets its verdict by rising, or by failing Fall checks in a row: the
+	// evidence that takes an up server down. Its first failure is logged at once, so that a
+	// server that never comes up says why.
+	firstFailure, settled := false, false
+	if st.Starting {
+		if res.Healthy {
+			r.startFails = 0
+		} else {
+			r.startFails++
+			firstFailure = !r.startLogged
+			r.startLogged = true
+		}
+		settled = changed || r.startFails >= max(r.spec.Fall, 1)
+	}
+	if changed || settled {
+		st.Starting = false
+		st.Since = at
+	}
+	if firstFailure {
+		m.log.Warn("real server down from the start", "service", t.Service, "addr", t.Addr, "reason", st.LastErr)
+	}
 	switch {
+	case settled && !st.Up:
+		// its verdict: down (logged above at its first failure)
 	case changed && st.Up:
 		m.log.Info("real server up", "service", t.Service, "addr", t.Addr, "checks", streak,
 			"latency", res.Latency)

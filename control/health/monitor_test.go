@@ -513,3 +513,78 @@ func TestMonitorGrid(t *testing.T) {
 	step(t, clk, n)
 	check("second probes")
 }
+
+// TestMonitorStarting: a target that starts down is "starting" until its verdict: up after Rise
+// successes, down after Fall failures in a row (the evidence that takes an up server down), one
+// event then. Its first failed check is logged at once with its error (else nothing would say
+// why the server never came up), later failures are not.
+func TestMonitorStarting(t *testing.T) {
+	var logs syncBuffer
+	clk := NewFakeClock(t0)
+	m := NewMonitor(slog.New(slog.NewTextHandler(&logs, nil)), clk, seeded())
+	defer m.Close()
+	bad, good := target("db", "10.0.0.2"), target("db", "10.0.0.3")
+	m.Set([]Spec{spec(bad, newFakeProber(false), false), spec(good, newFakeProber(true), false)}) // rise 2, fall 3
+	clk.BlockUntil(2)
+	for _, tg := range []Target{bad, good} {
+		if s := statusOf(t, m, tg); s.State() != "starting" || !s.Since.Equal(t0) {
+			t.Fatalf("%v before any check: expected starting since the start, seen %s since %v", tg.Addr, s.State(), s.Since)
+		}
+	}
+	step(t, clk, 2)
+	if s := statusOf(t, m, bad); s.State() != "starting" || s.LastErr != "fake: refused" {
+		t.Fatalf("after 1 failed check of fall 3: expected still starting, with the error, seen %s (%q)", s.State(), s.LastErr)
+	}
+	if !strings.Contains(logs.String(), `msg="real server down from the start" service=db addr=10.0.0.2 reason="fake: refused"`) {
+		t.Fatalf("expected the first failure logged at once, seen:\n%s", logs.String())
+	}
+	step(t, clk, 2)
+	if ev := recvEvent(t, m); ev.Target != good || !ev.Up {
+		t.Fatalf("expected the good target's up event after rise 2, seen %+v", ev)
+	}
+	noEvent(t, m)
+	step(t, clk, 2)
+	ev := recvEvent(t, m)
+	if ev.Target != bad || ev.Up || ev.Reason != "fake: refused" {
+		t.Fatalf("third failure from the start (fall 3): expected a down event with the error, seen %+v", ev)
+	}
+	s := statusOf(t, m, bad)
+	if s.State() != "down" || !s.Since.After(t0) {
+		t.Fatalf("after fall failures: expected down since then, seen %s since %v", s.State(), s.Since)
+	}
+	for range 3 {
+		step(t, clk, 2)
+	}
+	noEvent(t, m)
+	out := logs.String()
+	if n := strings.Count(out, "real server down from the start"); n != 1 {
+		t.Errorf("expected one 'down from the start' line, seen %d:\n%s", n, out)
+	}
+	if n := strings.Count(out, "\n"); n != 2 {
+		t.Errorf("expected 2 log lines (first failure, up), seen %d:\n%s", n, out)
+	}
+}
+
+// TestMonitorStartingFlaky: a failure, then a success, then failures: the count of failures in
+// a row restarts, so a single early failure (a MAC not resolved yet) gives no down verdict.
+func TestMonitorStartingFlaky(t *testing.T) {
+	clk := NewFakeClock(t0)
+	m := NewMonitor(nil, clk, seeded())
+	defer m.Close()
+	tg := target("db", "10.0.0.2")
+	p := newFakeProber(false)
+	m.Set([]Spec{spec(tg, p, false)}) // rise 2, fall 3
+	clk.BlockUntil(1)
+	for i, healthy := range []bool{false, false, true, false, false} {
+		p.set(healthy, nil)
+		step(t, clk, 1)
+		if s := statusOf(t, m, tg); s.State() != "starting" {
+			t.Fatalf("check %d: expected starting (never 3 failures in a row, never 2 successes), seen %s", i+1, s.State())
+		}
+	}
+	noEvent(t, m)
+	step(t, clk, 1)
+	if ev := recvEvent(t, m); ev.Up || statusOf(t, m, tg).State() != "down" {
+		t.Fatalf("third failure in a row: expected down, seen %+v", ev)
+	}
+}

@@ -36,6 +36,8 @@ var (
 	ErrNotReplica         = errors.New("not a replica")
 	ErrReplicationStopped = errors.New("replication stopped")
 	ErrReplicationLag     = errors.New("replication lag over the bound")
+	// ErrMissingPrivilege: the check account may not run the check's statement.
+	ErrMissingPrivilege = errors.New("the monitor account lacks a privilege")
 )
 
 // checkFailed is a check that ran and said no: the connection is fine and is kept.
@@ -317,6 +319,11 @@ func (p *mysqlProber) checks(ctx context.Context, c *mysqlConn) error {
 		var me *mysql.MySQLError
 		if errors.As(err, &me) && me.Number == 1064 { // before MySQL 8.0.22 / MariaDB 10.5.1
 			cols, rows, err = query(ctx, c.Conn, "SHOW SLAVE STATUS")
+		}
+		if errors.As(err, &me) && me.Number == 1227 { // ER_SPECIFIC_ACCESS_DENIED_ERROR
+			return failf(ErrMissingPrivilege, "show replica status: monitor account %q may not read replica status: "+
+				"GRANT SLAVE MONITOR ON *.* TO '%s'@'<director>' (MariaDB 10.5 and later; REPLICATION CLIENT on MariaDB 10.4 "+
+				"and earlier and on MySQL) (%v)", p.chk.User, p.chk.User, err)
 		}
 		if err != nil {
 			return fmt.Errorf("show replica status: %w", annotate(ctx, c, err))

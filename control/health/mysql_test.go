@@ -179,6 +179,22 @@ func TestMySQLServer(t *testing.T) {
 		}
 	})
 
+	t.Run("monitor account without SLAVE MONITOR", func(t *testing.T) {
+		// The grant older docs gave (USAGE, REPLICATION CLIENT) is not enough on MariaDB 10.5
+		// and later to read replica status: the error must name the privilege to grant.
+		srv.MustExec("CREATE USER 'mon'@'%' IDENTIFIED BY 'mon-pw'; GRANT USAGE, REPLICATION CLIENT ON *.* TO 'mon'@'%'")
+		defer srv.MustExec("DROP USER 'mon'@'%'")
+		chk := check(t, "mon-pw")
+		chk.User = "mon"
+		chk.MaxReplicationLag = 10 * time.Second
+		r := wantUnhealthy(t, b.prober(t, srv.AddrPort(), chk), "replica status without the privilege",
+			"Error 1227", `monitor account "mon" may not read replica status`, "GRANT SLAVE MONITOR ON *.* TO 'mon'@",
+			"MariaDB 10.5 and later", "REPLICATION CLIENT")
+		if !errors.Is(r.Err, ErrMissingPrivilege) {
+			t.Errorf("error %v is not ErrMissingPrivilege", r.Err)
+		}
+	})
+
 	t.Run("nothing listening", func(t *testing.T) {
 		addr := netip.AddrPortFrom(srv.Opts.Addr, 3307)
 		wantUnhealthy(t, b.prober(t, addr, check(t, mariadb.DefaultPassword)), "port 3307", "connection refused")
@@ -233,6 +249,13 @@ func TestMySQLReplication(t *testing.T) {
 	}
 	pr := b.prober(t, replica.AddrPort(), lagCheck(10*time.Second))
 	wantHealthy(t, pr, "replica")
+
+	// The grant the docs give for MariaDB 10.5 and later (examples/seeds.yaml) is enough.
+	replica.MustExec("CREATE USER 'mon'@'%' IDENTIFIED BY 'mon-pw'; GRANT SLAVE MONITOR ON *.* TO 'mon'@'%'")
+	mon := lagCheck(10 * time.Second)
+	writePassword(t, mon.PasswordFile, "mon-pw")
+	mon.User = "mon"
+	wantHealthy(t, b.prober(t, replica.AddrPort(), mon), "replica checked by an account with SLAVE MONITOR only")
 
 	r := wantUnhealthy(t, b.prober(t, primary.AddrPort(), lagCheck(10*time.Second)), "primary", "not a replica")
 	if !errors.Is(r.Err, ErrNotReplica) {

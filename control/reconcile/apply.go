@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/xdplb/xdplb/control"
@@ -88,9 +90,11 @@ type Reconciler struct {
 	log  *slog.Logger
 	maps []*control.Maps
 
-	mu     sync.Mutex
-	quorum map[string]bool        // quorum state per service, carried between Updates
-	prev   map[string]ServicePlan // the last plan applied to every Maps, by service name
+	mu       sync.Mutex
+	quorum   map[string]bool        // quorum state per service, carried between Updates
+	writers  map[string]netip.Addr  // writer per single-writer service, carried between Updates
+	writable map[string]string      // writable servers per single-writer service, as last logged
+	prev     map[string]ServicePlan // the last plan applied to every Maps, by service name
 }
 
 // New returns a Reconciler for the maps of the attached interfaces (one Maps each); every plan
@@ -99,7 +103,20 @@ func New(log *slog.Logger, maps []*control.Maps) *Reconciler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reconciler{log: log, maps: maps, quorum: map[string]bool{}, prev: map[string]ServicePlan{}}
+	return &Reconciler{log: log, maps: maps, quorum: map[string]bool{}, writers: map[string]netip.Addr{},
+		writable: map[string]string{}, prev: map[string]ServicePlan{}}
+}
+
+// AdoptWriters sets the writers of single-writer services (by service name) that the next
+// Update keeps while they are up, as if an earlier Update had chosen them: a restarted daemon
+// passes the writers of the pinned rings, so that it neither drops them while the other real
+// servers' checks warm up nor picks another one.
+func (r *Reconciler) AdoptWriters(w map[string]netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for n, a := range w {
+		r.writers[n] = a
+	}
 }
 
 // Update computes the plan for in and applies it to every Maps. When in.Quorum is nil the
@@ -113,6 +130,9 @@ func (r *Reconciler) Update(in Input) (Plan, error) {
 	defer r.mu.Unlock()
 	if in.Quorum == nil {
 		in.Quorum = r.quorum
+	}
+	if in.Writers == nil {
+		in.Writers = r.writers
 	}
 	p := Compute(in)
 
@@ -144,9 +164,10 @@ func (r *Reconciler) Update(in Input) (Plan, error) {
 		if slices.Contains(added, sp.Name) {
 			r.log.Info("service added", "service", sp.Name, "key", sp.Spec.Key.String(), "persistence", sp.Spec.Persistence)
 		}
+		r.logWritable(sp)
 		if was, ok := r.quorum[sp.Name]; ok && was != sp.QuorumUp {
 			if sp.QuorumUp {
-				r.log.Warn("quorum regained", "service", sp.Name)
+				r.log.Info("quorum regained", "service", sp.Name)
 			} else {
 				r.log.Warn("quorum lost", "service", sp.Name, "new_flows", newFlows(sp))
 			}
@@ -155,6 +176,12 @@ func (r *Reconciler) Update(in Input) (Plan, error) {
 		}
 	}
 	r.quorum = p.Quorum
+	r.writers = p.Writers
+	for n := range r.writable {
+		if !slices.ContainsFunc(p.Services, func(sp ServicePlan) bool { return sp.Name == n && sp.SingleWriter }) {
+			delete(r.writable, n)
+		}
+	}
 
 	if len(errs) > 0 {
 		return p, errors.Join(errs...)
@@ -166,6 +193,38 @@ func (r *Reconciler) Update(in Input) (Plan, error) {
 	}
 	r.prev = next
 	return p, nil
+}
+
+// logWritable raises the single-writer alarm: one ERROR line each time the set of writable real
+// servers of a single-writer service changes while it holds two or more, naming them and the
+// writer; one INFO line when it is back to one or none.
+func (r *Reconciler) logWritable(sp ServicePlan) {
+	if !sp.SingleWriter {
+		return
+	}
+	names := make([]string, len(sp.Writable))
+	for i, a := range sp.Writable {
+		names[i] = a.String()
+	}
+	now := strings.Join(names, " ")
+	was, logged := r.writable[sp.Name]
+	switch {
+	case len(sp.Writable) >= 2 && now != was:
+		writer := "none yet"
+		if sp.Writer.IsValid() {
+			writer = sp.Writer.String()
+		}
+		r.log.Error("several writable real servers behind a single-writer service: only the writer takes connections",
+			"service", sp.Name, "writable", now, "writer", writer)
+		r.writable[sp.Name] = now
+	case len(sp.Writable) < 2 && logged:
+		writer := "none"
+		if sp.Writer.IsValid() {
+			writer = sp.Writer.String()
+		}
+		r.log.Info("single writable real server again", "service", sp.Name, "writer", writer)
+		delete(r.writable, sp.Name)
+	}
 }
 
 // logBackends logs how the backends of a service changed from old to sp.

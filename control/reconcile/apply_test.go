@@ -296,7 +296,7 @@ func TestReconcilerTwoMaps(t *testing.T) {
 	must(t, err)
 	same()
 	wantLogs(
-		`msg="quorum regained" service=mysql`,
+		`level=INFO msg="quorum regained" service=mysql`, // regaining is no warning
 		`msg="quorum regained" service=x`,
 		`msg="backend in ring" service=mysql backend=10.0.0.11`,
 		`msg="backend in ring" service=mysql backend=10.0.0.12`,

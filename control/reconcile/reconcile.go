@@ -19,6 +19,10 @@
 //
 // A service whose check type is "none" has no monitor: its real servers count as up.
 //
+// Single writer: a service whose mysql check has writable: true holds at most one real server in
+// its ring, the writer (see chooseWriter); its other up (writable) servers are left out, and only
+// the writer's weight counts for its quorum.
+//
 // Quorum follows keepalived: the sum of the weights of the up real servers (drain: true ones and
 // dynamic weight 0 count 0) is compared with quorum ± hysteresis: quorum is lost when the sum
 // drops below Quorum - Hysteresis, regained when it reaches Quorum + Hysteresis, and kept as it
@@ -30,6 +34,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/xdplb/xdplb/control"
 	"github.com/xdplb/xdplb/control/config"
@@ -54,6 +59,10 @@ func TargetFor(svc config.Service, rs config.RealServer) health.Target {
 type RSState struct {
 	Up     bool
 	Weight *uint32 // dynamic weight of the latest healthy result; nil = the configured weight
+	// Starting: down, but its checks have no verdict yet (since it was added, neither rise
+	// successes nor fall failures in a row). A single-writer service chooses no new writer
+	// while one of its servers starts.
+	Starting bool
 }
 
 // Input is everything Compute needs.
@@ -68,6 +77,9 @@ type Input struct {
 	// Quorum is the previous quorum state per service name (hysteresis needs it); nil or a
 	// missing service = up.
 	Quorum map[string]bool
+	// Writers is the previous writer per service name of the single-writer services (see
+	// SingleWriter); nil or a missing service = none.
+	Writers map[string]netip.Addr
 }
 
 // ServicePlan is the desired content of the maps for one service.
@@ -80,6 +92,12 @@ type ServicePlan struct {
 	Sorry    *control.BackendSpec // nil: none configured, or its MAC is unknown (see Notes)
 	QuorumUp bool                 // false: no ring member, the sorry server takes every new flow
 	Notes    []string             // why servers are left out, quorum state
+
+	// Single-writer services only (SingleWriter): the real server chosen to take writes (the
+	// zero Addr: none), and every real server whose check says writable now, in config order.
+	SingleWriter bool
+	Writer       netip.Addr
+	Writable     []netip.Addr
 }
 
 // InRing tells whether b takes new flows (a ring member).
@@ -88,21 +106,92 @@ func InRing(b control.BackendSpec) bool { return !b.Draining && !b.Sorry }
 // Plan is the desired content of the maps.
 type Plan struct {
 	Services []ServicePlan
-	Quorum   map[string]bool // quorum state per service name, for the next Input
+	Quorum   map[string]bool       // quorum state per service name, for the next Input
+	Writers  map[string]netip.Addr // writer per single-writer service name, for the next Input
 }
 
 // Compute derives the desired maps from the config, health and MACs. It is a pure function.
 func Compute(in Input) Plan {
-	p := Plan{Quorum: map[string]bool{}}
+	p := Plan{Quorum: map[string]bool{}, Writers: map[string]netip.Addr{}}
 	if in.Config == nil {
 		return p
 	}
 	for _, svc := range in.Config.Services {
 		sp := computeService(in, svc)
 		p.Quorum[sp.Name] = sp.QuorumUp
+		if sp.Writer.IsValid() {
+			p.Writers[sp.Name] = sp.Writer
+		}
 		p.Services = append(p.Services, sp)
 	}
 	return p
+}
+
+// SingleWriter tells whether svc takes writes: its mysql check requires a writable server
+// (`writable: true`). Such a service holds at most one real server in its ring.
+func SingleWriter(svc config.Service) bool {
+	return svc.Check.Type == config.CheckMySQL && svc.Check.MySQL != nil && svc.Check.MySQL.Writable
+}
+
+// chooseWriter picks the one real server of a single-writer service that takes new flows, and
+// fills sp.Writable. The choice depends only on the checks' results and the previous writer,
+// never on MACs or timing, so that two directors that saw the same checks choose the same
+// server without talking:
+//
+//   - the previous writer, while it is up (its check says healthy and writable);
+//   - else, once every real server's check has a verdict (none is starting), the first up
+//     real server in config order;
+//   - else none: choosing while a server earlier in config order has not answered yet would
+//     let the order of the first check results decide, which differs between directors.
+//
+// A real server with drain: true (or a dynamic weight of 0) is never chosen. The chosen server
+// stays the writer when its MAC is unknown (no writer then, rather than a different one).
+func chooseWriter(in Input, svc config.Service, sp *ServicePlan) netip.Addr {
+	var (
+		candidates []netip.Addr
+		starting   []string
+	)
+	for _, rs := range svc.RealServers {
+		addr := rs.Addr.Unmap()
+		st, known := in.Health[TargetFor(svc, rs)]
+		if !known || st.Starting {
+			starting = append(starting, addr.String())
+		}
+		if !known || !st.Up {
+			continue
+		}
+		sp.Writable = append(sp.Writable, addr)
+		if rs.Drain || (st.Weight != nil && *st.Weight == 0) {
+			continue
+		}
+		candidates = append(candidates, addr)
+	}
+	var w netip.Addr
+	switch prev := in.Writers[sp.Name]; {
+	case prev.IsValid() && slices.Contains(candidates, prev):
+		w = prev
+	case len(candidates) == 0:
+	case len(starting) > 0:
+		sp.Notes = append(sp.Notes, fmt.Sprintf("single writer: not chosen yet, waiting for the first checks of %s",
+			strings.Join(starting, ", ")))
+		return netip.Addr{}
+	default:
+		w = candidates[0]
+	}
+	if len(sp.Writable) > 1 {
+		var others []string
+		for _, a := range sp.Writable {
+			if a != w {
+				others = append(others, a.String())
+			}
+		}
+		who := "none"
+		if w.IsValid() {
+			who = w.String()
+		}
+		sp.Notes = append(sp.Notes, fmt.Sprintf("single writer: %s serves; also writable: %s", who, strings.Join(others, ", ")))
+	}
+	return w
 }
 
 // desire is what Compute decided for one real server before quorum is applied.
@@ -119,6 +208,11 @@ func computeService(in Input, svc config.Service) ServicePlan {
 		sum     uint64
 		desires []desire
 	)
+	writer := netip.Addr{}
+	if sp.SingleWriter = SingleWriter(svc); sp.SingleWriter {
+		writer = chooseWriter(in, svc, &sp)
+		sp.Writer = writer
+	}
 	for _, rs := range svc.RealServers {
 		addr := rs.Addr.Unmap()
 		st, known := in.Health[TargetFor(svc, rs)]
@@ -129,6 +223,12 @@ func computeService(in Input, svc config.Service) ServicePlan {
 		}
 		if up && !noCheck && st.Weight != nil {
 			weight = min(*st.Weight, control.MaxWeight)
+		}
+		if sp.SingleWriter && up && !rs.Drain && addr != writer {
+			// Writable but not the writer: out of the service, as a failed server is (a
+			// second writer behind the VIP is a split brain of the database).
+			desires = append(desires, desire{})
+			continue
 		}
 		if up && !rs.Drain {
 			sum += uint64(weight)

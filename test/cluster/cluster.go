@@ -22,6 +22,7 @@ package cluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -91,7 +92,8 @@ type Options struct {
 	// Preempt makes db2 (priority 150) take the VIP back when it returns (default false: nopreempt,
 	// as in the seeds).
 	Preempt bool
-	// Health checks: interval (default 300ms), timeout (default 250ms), rise and fall (default 2).
+	// Health checks: interval, timeout, rise and fall (default: examples/seeds.yaml's, 300ms,
+	// 250ms, 2 and 2).
 	CheckInterval, CheckTimeout time.Duration
 	Rise, Fall                  int
 	// Mode is the XDP mode of the directors: "" or "auto" (native with an XDP_PASS program on
@@ -175,17 +177,18 @@ func Start(tb TB, opts Options) *Cluster {
 	if opts.AdvertInterval == 0 {
 		opts.AdvertInterval = 100 * time.Millisecond
 	}
-	if opts.CheckInterval == 0 {
-		opts.CheckInterval = 300 * time.Millisecond
+	// Check timings left out: examples/seeds.yaml's (the writer's), so that the example says
+	// what the tests run.
+	if seeds, err := os.ReadFile(seedsFile()); err == nil {
+		if cfg, _, err := config.Parse(seeds, seedsFile()); err == nil && len(cfg.Services) > 0 {
+			chk := cfg.Services[0].Check
+			opts.CheckInterval = cmp.Or(opts.CheckInterval, chk.Interval)
+			opts.CheckTimeout = cmp.Or(opts.CheckTimeout, chk.Timeout)
+			opts.Rise, opts.Fall = cmp.Or(opts.Rise, chk.Rise), cmp.Or(opts.Fall, chk.Fall)
+		}
 	}
-	if opts.CheckTimeout == 0 {
-		opts.CheckTimeout = 250 * time.Millisecond
-	}
-	if opts.Rise == 0 {
-		opts.Rise = 2
-	}
-	if opts.Fall == 0 {
-		opts.Fall = 2
+	if opts.CheckInterval == 0 || opts.CheckTimeout == 0 || opts.Rise == 0 || opts.Fall == 0 {
+		tb.Fatalf("cluster: check timings: none in the options and none read from %s", seedsFile())
 	}
 	if opts.Mode == "" {
 		opts.Mode = "auto"
