@@ -520,12 +520,12 @@ func TestMonitorGrid(t *testing.T) {
 // why the server never came up), later failures are not.
 func TestMonitorStarting(t *testing.T) {
 	var logs syncBuffer
-	clk := NewFakeClock(t0)
+	clk := clocktest.NewFake(t0)
 	m := NewMonitor(slog.New(slog.NewTextHandler(&logs, nil)), clk, seeded())
 	defer m.Close()
 	bad, good := target("db", "10.0.0.2"), target("db", "10.0.0.3")
 	m.Set([]Spec{spec(bad, newFakeProber(false), false), spec(good, newFakeProber(true), false)}) // rise 2, fall 3
-	clk.BlockUntil(2)
+	clk.WaitParked(t, 2)
 	for _, tg := range []Target{bad, good} {
 		if s := statusOf(t, m, tg); s.State() != "starting" || !s.Since.Equal(t0) {
 			t.Fatalf("%v before any check: expected starting since the start, seen %s since %v", tg.Addr, s.State(), s.Since)
@@ -568,13 +568,13 @@ func TestMonitorStarting(t *testing.T) {
 // TestMonitorStartingFlaky: a failure, then a success, then failures: the count of failures in
 // a row restarts, so a single early failure (a MAC not resolved yet) gives no down verdict.
 func TestMonitorStartingFlaky(t *testing.T) {
-	clk := NewFakeClock(t0)
+	clk := clocktest.NewFake(t0)
 	m := NewMonitor(nil, clk, seeded())
 	defer m.Close()
 	tg := target("db", "10.0.0.2")
 	p := newFakeProber(false)
 	m.Set([]Spec{spec(tg, p, false)}) // rise 2, fall 3
-	clk.BlockUntil(1)
+	clk.WaitParked(t, 1)
 	for i, healthy := range []bool{false, false, true, false, false} {
 		p.set(healthy, nil)
 		step(t, clk, 1)
