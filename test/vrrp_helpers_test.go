@@ -21,8 +21,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/xdplb/xdplb/test/keepalived"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/keepalived"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // The VRRP topology: one LAN with two xdplb directors (a, b), a node running keepalived (ka, the

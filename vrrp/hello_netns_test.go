@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 	"golang.org/x/sys/unix"
 )
 

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // ioTestWriter sends log lines to t.Log until the test ends.

@@ -23,8 +23,8 @@ import (
 
 	"github.com/xdplb/xdplb/control"
 	"github.com/xdplb/xdplb/control/config"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/netns"
 )
 
 // topo is a veth pair: the director's end in this (the test's) network namespace, where the

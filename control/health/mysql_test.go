@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/control/config"
-	"github.com/xdplb/xdplb/test/mariadb"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/mariadb"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // mysqlBed is a LAN with a client node, where the probers' sockets live.

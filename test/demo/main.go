@@ -1,7 +1,7 @@
 //go:build linux
 
 // Command demo is `make demo`: it builds the seeds' MySQL cluster in network namespaces
-// (test/cluster), narrates five steps and tears everything down, also on Ctrl-C or failure.
+// (internal/testbed/cluster), narrates five steps and tears everything down, also on Ctrl-C or failure.
 // See docs/demo.md.
 package main
 
@@ -23,7 +23,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/xdplb/xdplb/test/cluster"
+	"github.com/xdplb/xdplb/internal/testbed/cluster"
 )
 
 var begin = time.Now()

@@ -46,8 +46,8 @@ import (
 
 	"github.com/xdplb/xdplb/control/config"
 	"github.com/xdplb/xdplb/control/daemon"
-	"github.com/xdplb/xdplb/test/mariadb"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/mariadb"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // TB is what the cluster needs from its caller: *testing.T satisfies it, and so does a program's
@@ -336,7 +336,7 @@ func Start(tb TB, opts Options) *Cluster {
 // from it, so the demo and the acceptance tests run the example users read.
 func seedsFile() string {
 	_, here, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(here), "..", "..", "examples", "seeds.yaml")
+	return filepath.Join(filepath.Dir(here), "..", "..", "..", "examples", "seeds.yaml")
 }
 
 // config is a director's configuration: examples/seeds.yaml with this node as the `local` real
@@ -383,7 +383,7 @@ func (c *Cluster) config(self *Node, pw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("# %s: director and replica, derived from %s (test/cluster)\n", self.Name, path) + string(out), nil
+	return fmt.Sprintf("# %s: director and replica, derived from %s (internal/testbed/cluster)\n", self.Name, path) + string(out), nil
 }
 
 func (c *Cluster) attachPass(n *Node) error {

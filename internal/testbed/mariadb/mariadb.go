@@ -23,7 +23,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // TB is the part of testing.TB this package uses: *testing.T, *testing.B and *testing.F satisfy

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // TB is netns.TB plus TempDir: *testing.T, *testing.B and *testing.F satisfy it.
