@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/xdplb/xdplb/internal/testbed/baseline"
 	"github.com/xdplb/xdplb/loader"
 )
 
@@ -79,9 +80,9 @@ func DataPlane(opts Options) ([]Result, error) {
 	if opts.Rounds < 1 || opts.Repeat < 1 {
 		return nil, errors.New("rounds and repeat must be positive")
 	}
-	var base baselineObjects
-	if err := loadBaselineObjects(&base, nil); err != nil {
-		return nil, fmt.Errorf("load baseline programs: %w", err)
+	base, err := baseline.Load()
+	if err != nil {
+		return nil, err
 	}
 	defer base.Close()
 

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplb/xdplb/control"
+	"github.com/xdplb/xdplb/internal/testbed/baseline"
 	"github.com/xdplb/xdplb/loader"
 )
 
@@ -413,9 +414,9 @@ func flowsCold(ns []int, opts ScalingOptions) ([]ScalingResult, error) {
 	if opts.Rounds < 1 || opts.Repeat < 100 {
 		return nil, errors.New("rounds must be >= 1 and repeat >= 100")
 	}
-	var base baselineObjects
-	if err := loadBaselineObjects(&base, nil); err != nil {
-		return nil, fmt.Errorf("load baseline programs: %w", err)
+	base, err := baseline.Load()
+	if err != nil {
+		return nil, err
 	}
 	defer base.Close()
 	o, err := loader.Load(loader.DefaultSizes(), 0)

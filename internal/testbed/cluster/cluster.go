@@ -39,13 +39,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/xdplb/xdplb/control/config"
 	"github.com/xdplb/xdplb/control/daemon"
+	"github.com/xdplb/xdplb/internal/testbed"
 	"github.com/xdplb/xdplb/internal/testbed/mariadb"
 	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
@@ -135,12 +133,11 @@ type Cluster struct {
 	Binary string
 	ID     string // the random part of the namespace names and pin roots
 
-	tb        TB
-	mu        sync.Mutex
-	cleanups  []func()
-	closed    bool
-	dbs       []*sql.DB
-	passProgs map[string]*ebpf.Program
+	tb       TB
+	mu       sync.Mutex
+	cleanups testbed.Cleanups
+	closed   bool
+	dbs      []*sql.DB
 }
 
 // scope is the TB given to netns and mariadb: failures go to the caller's tb, cleanups to the
@@ -150,11 +147,7 @@ type scope struct {
 	c *Cluster
 }
 
-func (s scope) Cleanup(f func()) {
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
-	s.c.cleanups = append(s.c.cleanups, f)
-}
+func (s scope) Cleanup(f func()) { s.c.cleanups.Cleanup(f) }
 
 func (c *Cluster) scope() scope { return scope{TB: c.tb, c: c} }
 
@@ -190,7 +183,7 @@ func Start(tb TB, opts Options) *Cluster {
 	if opts.Mode == "" {
 		opts.Mode = "auto"
 	}
-	c := &Cluster{Opts: opts, tb: tb, Nodes: map[string]*Node{}, passProgs: map[string]*ebpf.Program{}}
+	c := &Cluster{Opts: opts, tb: tb, Nodes: map[string]*Node{}}
 	tb.Cleanup(c.Close)
 	if opts.Created != nil {
 		opts.Created(c)
@@ -387,27 +380,11 @@ func (c *Cluster) config(self *Node, pw string) (string, error) {
 }
 
 func (c *Cluster) attachPass(n *Node) error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "xdp_pass", Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
-	})
+	a, err := c.LAN.AttachPass(n.Node)
 	if err != nil {
-		return fmt.Errorf("load XDP_PASS: %w", err)
-	}
-	var xl link.Link
-	err = c.LAN.Do(func() error {
-		ifc, err := net.InterfaceByName(n.PeerLink)
-		if err != nil {
-			return err
-		}
-		xl, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
 		return err
-	})
-	if err != nil {
-		prog.Close()
-		return fmt.Errorf("attach XDP_PASS to %s (native): %w", n.PeerLink, err)
 	}
-	c.addCleanup(func() { xl.Close(); prog.Close() })
+	c.addCleanup(func() { a.Close() })
 	return nil
 }
 
@@ -491,20 +468,7 @@ func (c *Cluster) Close() {
 			_ = n.proc.stop(5 * time.Second)
 		}
 	}
-	for {
-		c.mu.Lock()
-		if len(c.cleanups) == 0 {
-			c.mu.Unlock()
-			return
-		}
-		f := c.cleanups[len(c.cleanups)-1]
-		c.cleanups = c.cleanups[:len(c.cleanups)-1]
-		c.mu.Unlock()
-		func() {
-			defer func() { _ = recover() }() // a cleanup's Fatalf must not stop the others
-			f()
-		}()
-	}
+	_ = c.cleanups.Run() // a cleanup's Fatalf must not stop the others
 }
 
 func (c *Cluster) addCleanup(f func()) { c.scope().Cleanup(f) }

@@ -10,18 +10,18 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/xdplb/xdplb/internal/testbed"
 	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
-// TB is netns.TB plus TempDir: *testing.T, *testing.B and *testing.F satisfy it.
+// TB is testbed.TB plus TempDir: *testing.T, *testing.B and *testing.F satisfy it.
 type TB interface {
-	netns.TB
+	testbed.TB
 	TempDir() string
 }
 
@@ -48,9 +48,12 @@ type Config struct {
 	VIPDev    string         // "dev" of every VIP; "" = none (keepalived's default: Interface)
 }
 
-// Text is the configuration, with notify as the instance's notify script.
+// Text is the configuration, with notify as the instance's notify script ("" = none).
 func (c Config) Text(notify string) string {
-	var auth, preempt, vips string
+	var auth, preempt, vips, notifyLine string
+	if notify != "" {
+		notifyLine = "  notify " + notify + "\n"
+	}
 	if c.AuthPass != "" {
 		auth = fmt.Sprintf("  authentication {\n    auth_type PASS\n    auth_pass %s\n  }\n", c.AuthPass)
 	}
@@ -78,70 +81,64 @@ vrrp_instance %s {
   advert_int %g
 %s%s  virtual_ipaddress {
 %s  }
-  notify %s
-}
-`, c.RouterID, c.Version, c.Instance, c.State, c.Interface, c.VRID, c.Priority, c.Interval.Seconds(), preempt, auth, vips, notify)
+%s}
+`, c.RouterID, c.Version, c.Instance, c.State, c.Interface, c.VRID, c.Priority, c.Interval.Seconds(), preempt, auth, vips, notifyLine)
 }
 
 // Proc is keepalived running in the foreground in a node's namespace. Its state is what its
 // notify script last wrote.
 type Proc struct {
-	Node      *netns.Node
-	Conf      string // configuration file
-	StateFile string // one state a line, appended by the notify script
-	LogPath   string // keepalived's stdout and stderr
-	pidFile   string
-	vrrpPid   string
-	cmd       *exec.Cmd
-	done      chan struct{}
-	waitErr   error
+	*testbed.Proc // the keepalived parent, in its own process group
+	Node          *netns.Node
+	Conf          string // configuration file
+	StateFile     string // one state a line, appended by the notify script
+	pidFile       string
+	vrrpPid       string
 }
 
-// Start writes the configuration and its notify script into a temporary directory of top,
-// checks it (`keepalived -t` in the namespace) and starts `keepalived -n -l -D -P` in its own
-// process group. Failures go to t. In top's cleanup the group is stopped (SIGTERM, SIGKILL after
-// 5 s); its log goes to top's log when top failed.
-func Start(t, top TB, node *netns.Node, c Config) *Proc {
-	t.Helper()
-	dir := top.TempDir()
-	k := &Proc{
+// Launch writes the configuration and its notify script into dir, checks it (`keepalived -t`
+// in the namespace) and starts `keepalived -n -l -D -P` in its own process group. check is what
+// `keepalived -t` printed (usually nothing). The caller stops it (Stop or Kill).
+func Launch(dir string, node *netns.Node, c Config) (k *Proc, check string, err error) {
+	k = &Proc{
 		Node: node, Conf: filepath.Join(dir, "keepalived.conf"), StateFile: filepath.Join(dir, "state"),
-		LogPath: filepath.Join(dir, "keepalived.log"), pidFile: filepath.Join(dir, "keepalived.pid"),
-		vrrpPid: filepath.Join(dir, "vrrp.pid"), done: make(chan struct{}),
+		pidFile: filepath.Join(dir, "keepalived.pid"), vrrpPid: filepath.Join(dir, "vrrp.pid"),
 	}
 	script := filepath.Join(dir, "notify.sh")
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$3\" >> "+k.StateFile+"\n"), 0o700); err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
 	text := c.Text(script)
 	if err := os.WriteFile(k.Conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// Exec's error carries keepalived's output.
-	if out, err := node.Exec(ctx, "keepalived", "-t", "-f", k.Conf); err != nil {
-		t.Fatalf("expected `keepalived -t -f %s` to accept:\n%s\nseen %v", k.Conf, text, err)
-	} else if strings.TrimSpace(out) != "" {
-		t.Logf("keepalived -t: %s", strings.TrimSpace(out))
-	}
-	logf, err := os.Create(k.LogPath)
+	out, err := node.Exec(ctx, "keepalived", "-t", "-f", k.Conf)
 	if err != nil {
-		t.Fatal(err)
+		return nil, "", fmt.Errorf("expected `keepalived -t -f %s` to accept:\n%s\nseen %w", k.Conf, text, err)
 	}
-	args := []string{"-n", "-l", "-D", "-P", "-f", k.Conf, "-p", k.pidFile, "-r", k.vrrpPid}
-	k.cmd = node.Command(context.Background(), "keepalived", args...)
-	k.cmd.Stdout, k.cmd.Stderr = logf, logf
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := k.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start keepalived in %s: %v", node.Name, err)
+	k.Proc, err = testbed.StartProc(node.Path, "keepalived@"+node.Name, filepath.Join(dir, "keepalived.log"),
+		"keepalived", "-n", "-l", "-D", "-P", "-f", k.Conf, "-p", k.pidFile, "-r", k.vrrpPid)
+	if err != nil {
+		return nil, "", err
 	}
-	go func() {
-		k.waitErr = k.cmd.Wait()
-		logf.Close()
-		close(k.done)
-	}()
+	return k, strings.TrimSpace(out), nil
+}
+
+// Start is [Launch] for a test: the files go to a temporary directory of top, failures to t. In
+// top's cleanup the group is stopped (SIGTERM, SIGKILL after 5 s); its log goes to top's log
+// when top failed.
+func Start(t, top TB, node *netns.Node, c Config) *Proc {
+	t.Helper()
+	k, check, err := Launch(top.TempDir(), node, c)
+	if err != nil {
+		t.Fatalf("keepalived in %s: %v", node.Name, err)
+	}
+	if check != "" {
+		t.Logf("keepalived -t: %s", check)
+	}
 	top.Cleanup(func() {
 		k.Stop(5 * time.Second)
 		if top.Failed() {
@@ -150,28 +147,6 @@ func Start(t, top TB, node *netns.Node, c Config) *Proc {
 		}
 	})
 	return k
-}
-
-// Pid is the keepalived parent's pid, also the id of its process group.
-func (k *Proc) Pid() int { return k.cmd.Process.Pid }
-
-// Done is closed when the keepalived parent has exited.
-func (k *Proc) Done() <-chan struct{} { return k.done }
-
-// Running reports whether the keepalived parent is still running.
-func (k *Proc) Running() bool {
-	select {
-	case <-k.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// Log is what keepalived wrote so far.
-func (k *Proc) Log() string {
-	b, _ := os.ReadFile(k.LogPath)
-	return string(b)
 }
 
 // State is the state keepalived's notify script wrote last (Init before any), Down when
@@ -193,64 +168,21 @@ func (k *Proc) State() string {
 
 // Stop is a graceful stop: SIGTERM to the process group (keepalived resigns with a priority-0
 // advert), then it waits for the parent; SIGKILL to the group after timeout. The VRRP child, in
-// the same group, is waited for too (WaitGone), and the pid files are removed, so that a
-// keepalived started again with them does not find them stale.
+// the same group, is waited for too, and the pid files are removed, so that a keepalived started
+// again with them does not find them stale.
 func (k *Proc) Stop(timeout time.Duration) {
-	pgid := k.Pid()
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-k.done:
-	case <-time.After(timeout):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-k.done
-	}
-	k.WaitGone(timeout)
+	k.Proc.Stop(timeout)
 	_ = os.Remove(k.pidFile)
 	_ = os.Remove(k.vrrpPid)
 }
 
 // Kill sends SIGKILL to the whole process group at once (the VRRP child would resign on its
-// parent's death otherwise) and waits for the parent.
+// parent's death otherwise) and waits for the parent only (WaitGone waits for the group).
 func (k *Proc) Kill() {
 	_ = syscall.Kill(-k.Pid(), syscall.SIGKILL) // the whole group at once
-	<-k.done
+	<-k.Done()
 }
 
 // WaitGone waits until no live process of the group is left (the VRRP child, reparented, may
 // stay a zombie for a while: zombies do not count).
-func (k *Proc) WaitGone(timeout time.Duration) {
-	pgid := k.Pid()
-	deadline := time.Now().Add(timeout)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if groupAlive(pgid) {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	}
-	// Killed children are reaped by init, not by us: give it a moment, so that nothing named
-	// keepalived is left when the test ends.
-	for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// groupAlive reports whether a process of the group pgid is alive (not a zombie).
-func groupAlive(pgid int) bool {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, f := range stats {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(string(b[i+1:]))
-		if len(fields) >= 3 && fields[0] != "Z" && fields[2] == fmt.Sprint(pgid) {
-			return true
-		}
-	}
-	return false
-}
+func (k *Proc) WaitGone(timeout time.Duration) { testbed.WaitGroupGone(k.Pid(), timeout) }
