@@ -278,10 +278,18 @@ func (s *Server) Kill() {
 // waits until it accepts connections.
 func (s *Server) Restart() {
 	s.tb.Helper()
+	if err := s.Relaunch(); err != nil {
+		s.tb.Fatalf("%v", err)
+	}
+}
+
+// Relaunch is Restart that returns its error.
+func (s *Server) Relaunch() error {
 	s.Stop()
 	if err := s.start(); err != nil {
-		s.tb.Fatalf("restart mariadbd (server %d in %s): %v", s.Opts.ServerID, s.NS.Name, err)
+		return fmt.Errorf("restart mariadbd (server %d in %s): %w", s.Opts.ServerID, s.NS.Name, err)
 	}
+	return nil
 }
 
 // Exec runs SQL (one or more statements) as root over the unix socket with the mariadb client
@@ -360,32 +368,45 @@ func (s *Server) GlobalStatus(names ...string) (map[string]int64, error) {
 	return st, nil
 }
 
-// SetupReplica makes replica replicate from primary with GTID (MASTER_USE_GTID=slave_pos) as a
+// SetupReplica is [Replicate] for a test: an error is fatal.
+func SetupReplica(tb TB, primary, replica *Server) {
+	tb.Helper()
+	if err := Replicate(primary, replica); err != nil {
+		tb.Fatalf("%v", err)
+	}
+}
+
+// Replicate makes replica replicate from primary with GTID (MASTER_USE_GTID=slave_pos) as a
 // replication user created on the primary, and waits until both replication threads run and the
 // replica has applied a write made on the primary. The primary needs LogBin and an Addr that
 // the replica's namespace reaches; the two need distinct server ids.
-func SetupReplica(tb TB, primary, replica *Server) {
-	tb.Helper()
+func Replicate(primary, replica *Server) error {
 	if !primary.Opts.LogBin {
-		tb.Fatalf("SetupReplica: primary (server %d) needs Options.LogBin", primary.Opts.ServerID)
+		return fmt.Errorf("replicate: primary (server %d) needs Options.LogBin", primary.Opts.ServerID)
 	}
 	if !primary.Opts.Addr.IsValid() {
-		tb.Fatalf("SetupReplica: primary (server %d) has no Options.Addr", primary.Opts.ServerID)
+		return fmt.Errorf("replicate: primary (server %d) has no Options.Addr", primary.Opts.ServerID)
 	}
 	if primary.Opts.ServerID == replica.Opts.ServerID {
-		tb.Fatalf("SetupReplica: primary and replica both have server id %d", primary.Opts.ServerID)
+		return fmt.Errorf("replicate: primary and replica both have server id %d", primary.Opts.ServerID)
 	}
-	primary.MustExec(fmt.Sprintf("SET SESSION sql_log_bin=0; CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s; GRANT REPLICATION SLAVE ON *.* TO %s@'%%';",
+	_, err := primary.Exec(fmt.Sprintf("SET SESSION sql_log_bin=0; CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s; GRANT REPLICATION SLAVE ON *.* TO %s@'%%';",
 		quote(ReplicationUser), quote(replicationPass), quote(ReplicationUser)))
-	replica.MustExec(fmt.Sprintf("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE;",
+	if err != nil {
+		return err
+	}
+	_, err = replica.Exec(fmt.Sprintf("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE;",
 		quote(primary.Opts.Addr.String()), primary.Opts.Port, quote(ReplicationUser), quote(replicationPass)))
+	if err != nil {
+		return err
+	}
 	if err := WaitReplicating(replica, replicationTimeout); err != nil {
-		tb.Fatal(err)
+		return err
 	}
-	primary.MustExec("CREATE DATABASE IF NOT EXISTS xdplb_replication_check")
-	if err := WaitCaughtUp(primary, replica, replicationTimeout); err != nil {
-		tb.Fatal(err)
+	if _, err := primary.Exec("CREATE DATABASE IF NOT EXISTS xdplb_replication_check"); err != nil {
+		return err
 	}
+	return WaitCaughtUp(primary, replica, replicationTimeout)
 }
 
 // WaitReplicating waits until the replica's IO and SQL threads both run and
