@@ -96,23 +96,7 @@ func (r *ioRunning) peer(addr netip.Addr) (Peer, bool) {
 // ioHasAddr reports whether eth0 of node holds a.
 func ioHasAddr(t *testing.T, node *netns.Node, a netip.Addr) bool {
 	t.Helper()
-	found := false
-	err := node.Do(func() error {
-		l, err := netlink.LinkByName(netns.NodeLink)
-		if err != nil {
-			return err
-		}
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			return err
-		}
-		for _, x := range addrs {
-			if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a {
-				found = true
-			}
-		}
-		return nil
-	})
+	found, err := node.HasAddr(a)
 	if err != nil {
 		t.Fatal(err)
 	}
