@@ -10,7 +10,7 @@
 //   - testbed/mariadb: MariaDB servers in a namespace, replication.
 //   - testbed/keepalived: a real keepalived as a VRRP peer.
 //   - testbed/packet: frame builders.
-//   - testbed/xdppass: the minimal XDP programs of bpf/baseline.c (XDP_PASS, swap MACs + XDP_TX).
+//   - testbed/baseline: the minimal XDP programs of bpf/baseline.c (XDP_PASS, swap MACs + XDP_TX).
 //   - testbed/cluster: the seeds' MySQL cluster (the demo's and the acceptance tests' topology).
 //
 // Nothing here imports "testing", so `xdplb bench` may link it.

@@ -388,6 +388,9 @@ func open(tb TB, opts Options) (c *Cluster, err error) {
 func (c *Cluster) startDB(n *Node, opts mariadb.Options) (*mariadb.Server, error) {
 	db, err := mariadb.Launch(n.NS, opts)
 	if db != nil {
+		if c.tb != nil {
+			db.ForTest(c.tb)
+		}
 		c.addCleanup(func() {
 			db.Kill()
 			if c.tb != nil && c.tb.Failed() {

@@ -157,6 +157,10 @@ func Launch(ns *netns.NS, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// ForTest makes a server from Launch report to tb what fails in MustExec, Restart and Stop, as a
+// server from Start does: for a server a test owns through another helper (the cluster).
+func (s *Server) ForTest(tb TB) { s.tb = tb }
+
 // Close kills the server (as a crash would) and removes its datadir.
 func (s *Server) Close() error {
 	s.Kill()
@@ -277,6 +281,9 @@ func (s *Server) Kill() {
 // Restart stops the server cleanly if it runs, then starts it again on the same datadir and
 // waits until it accepts connections.
 func (s *Server) Restart() {
+	if s.tb == nil {
+		panic("mariadb: Restart on a server without a test (Launch): use Relaunch, or ForTest")
+	}
 	s.tb.Helper()
 	if err := s.Relaunch(); err != nil {
 		s.tb.Fatalf("%v", err)
@@ -308,6 +315,9 @@ func (s *Server) Exec(sql string) (string, error) {
 
 // MustExec is Exec that fails the test on error. Call it from the test's goroutine only.
 func (s *Server) MustExec(sql string) string {
+	if s.tb == nil {
+		panic("mariadb: MustExec on a server without a test (Launch): use Exec, or ForTest")
+	}
 	s.tb.Helper()
 	out, err := s.Exec(sql)
 	if err != nil {
