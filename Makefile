@@ -57,7 +57,8 @@ test: deps check-generate
 	$(GO) test ./vrrp -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 # bench: every section of `xdplb bench` (bench/README.md), each against baselines measured in the
-# same run; under 10 minutes. Writes bench/results/<date>.json.
+# same run; under 10 minutes. Writes bench/results/<date>.json. The failover (keepalived) and
+# sysbench (MariaDB) sections are part of the shipped command; they run on internal/testbed.
 bench: deps build
 	@[ "$$(id -u)" = 0 ] || { echo "make bench needs root (BPF_PROG_TEST_RUN)"; exit 1; }
 	./$(BIN) bench
