@@ -230,6 +230,9 @@ func open(tb TB, opts Options) (c *Cluster, err error) {
 		}
 	})
 	c.LAN = lan
+	if tb != nil {
+		lan.ForTest(tb)
+	}
 	c.mu.Lock()
 	c.ID = c.LAN.ID
 	c.mu.Unlock()

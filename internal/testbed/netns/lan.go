@@ -95,6 +95,11 @@ func OpenLAN(prefix string) (*LAN, error) {
 	return l, nil
 }
 
+// ForTest makes AddNode and AttachPassXDP of a LAN from OpenLAN report to tb, as those of a LAN
+// from NewLAN do (for a LAN a test owns through another helper: the cluster). The LAN's Close
+// stays its owner's.
+func (l *LAN) ForTest(tb TB) { l.tb = tb }
+
 // Close removes the nodes' namespaces, last first, then the LAN's (their interfaces go with them
 // once no process is left inside).
 func (l *LAN) Close() error {
@@ -116,6 +121,9 @@ func (l *LAN) Close() error {
 
 // AddNode is [LAN.Add] for a test: a failure is fatal.
 func (l *LAN) AddNode(role, addrCIDR string) *Node {
+	if l.tb == nil {
+		panic("netns: AddNode on a LAN without a test (OpenLAN): use Add, or ForTest")
+	}
 	l.tb.Helper()
 	n, err := l.Add(role, addrCIDR)
 	if err != nil {
@@ -201,6 +209,9 @@ func (l *LAN) Add(role, addrCIDR string) (*Node, error) {
 
 // AttachPassXDP is [LAN.AttachPass] for a test, detached in cleanup.
 func (l *LAN) AttachPassXDP(n *Node) {
+	if l.tb == nil {
+		panic("netns: AttachPassXDP on a LAN without a test (OpenLAN): use AttachPass, or ForTest")
+	}
 	l.tb.Helper()
 	a, err := l.AttachPass(n)
 	if err != nil {
