@@ -84,21 +84,29 @@ func (p *Proc) Kill() {
 // Stop is a graceful stop: SIGTERM to the group (xdplb detaches with --detach-on-exit,
 // keepalived resigns with a priority-0 advert), SIGKILL after timeout; then it waits for the
 // group to be gone.
-func (p *Proc) Stop(timeout time.Duration) {
+func (p *Proc) Stop(timeout time.Duration) { _ = p.Terminate(timeout) }
+
+// Terminate is Stop that says how the program ended: its exit error (nil for status 0), or that
+// it had to be killed. A program that had already exited gives nil.
+func (p *Proc) Terminate(timeout time.Duration) error {
 	if p == nil {
-		return
+		return nil
 	}
 	pgid := p.Pid()
+	var err error
 	if p.Running() {
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		select {
 		case <-p.done:
+			err = p.waitErr
 		case <-time.After(timeout):
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			<-p.done
+			err = fmt.Errorf("%s did not exit within %v of SIGTERM (killed)", p.Name, timeout)
 		}
 	}
 	WaitGroupGone(pgid, timeout)
+	return err
 }
 
 // Log is what the program wrote so far.

@@ -36,7 +36,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -119,8 +118,8 @@ type Node struct {
 	Config  string
 	Socket  string
 	LogPath string
-	Mode    string // XDP mode the director's data path got: native or generic
-	proc    *proc
+	Mode    string        // XDP mode the director's data path got: native or generic
+	proc    *testbed.Proc // `xdplb run`
 }
 
 // Cluster is the running topology.
@@ -556,8 +555,8 @@ func (c *Cluster) Teardown() error {
 		_ = db.Close()
 	}
 	for _, name := range []string{DB3, DB2} {
-		if n := c.Nodes[name]; n != nil && n.proc != nil && n.proc.running() {
-			_ = n.proc.stop(5 * time.Second)
+		if n := c.Nodes[name]; n != nil {
+			n.proc.Stop(5 * time.Second)
 		}
 	}
 	err := c.cleanups.Run() // a cleanup's Fatalf must not stop the others
@@ -664,37 +663,6 @@ func (c *Cluster) Addr(name string) netip.Addr { return c.Node(name).Addr() }
 
 // ---- directors ----
 
-// proc is `xdplb run` in a director's namespace.
-type proc struct {
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-}
-
-func (p *proc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (p *proc) stop(timeout time.Duration) error {
-	if !p.running() {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return p.waitErr
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("did not exit within %v of SIGTERM (killed)", timeout)
-	}
-}
-
 // StartDirector is [Cluster.LaunchDirector] for a test: an error is fatal.
 func (c *Cluster) StartDirector(name string) {
 	c.tb.Helper()
@@ -708,8 +676,8 @@ func (c *Cluster) StartDirector(name string) {
 // KillDirector) is brought back first, without the VIP its dead daemon left on eth0.
 func (c *Cluster) LaunchDirector(name string) error {
 	n := c.director(name)
-	if n.proc != nil && n.proc.running() {
-		return fmt.Errorf("%s: xdplb already running (pid %d)", name, n.proc.cmd.Process.Pid)
+	if n.proc.Running() {
+		return fmt.Errorf("%s: xdplb already running (pid %d)", name, n.proc.Pid())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -719,10 +687,6 @@ func (c *Cluster) LaunchDirector(name string) error {
 			return fmt.Errorf("%s: link up: %w", name, err)
 		}
 	}
-	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("%s: daemon log: %w", name, err)
-	}
 	mode := n.Mode
 	if mode == "" {
 		mode = "auto"
@@ -731,31 +695,22 @@ func (c *Cluster) LaunchDirector(name string) error {
 	if !c.Opts.KeepDataPath {
 		args = append(args, "--detach-on-exit")
 	}
-	cmd := n.Command(context.Background(), c.Binary, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a Ctrl-C on the terminal reaches the program that owns the cluster,
-	// which stops the daemons in order, not the daemons themselves.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("%s: start xdplb %s: %w", name, strings.Join(args, " "), err)
+	// Its own process group (testbed.Proc): a Ctrl-C on the terminal reaches the program that
+	// owns the cluster, which stops the daemons in order, not the daemons themselves.
+	p, err := testbed.StartProc(n.Path, "xdplb@"+name, n.LogPath, c.Binary, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
 	n.proc = p
 	err = c.waitFor(15*time.Second, name+"'s daemon to answer on its status socket", func() (bool, string) {
-		if !p.running() {
+		if !p.Running() {
 			return true, ""
 		}
 		_, err := c.Status(name)
 		return err == nil, fmt.Sprint(err)
 	})
-	if err == nil && !p.running() {
-		err = fmt.Errorf("%s: xdplb run exited (%v); log:\n%s", name, p.waitErr, c.DaemonLog(name))
+	if err == nil && !p.Running() {
+		err = fmt.Errorf("%s: xdplb run exited (%v); log:\n%s", name, p.WaitErr(), c.DaemonLog(name))
 	}
 	if err != nil {
 		return err
@@ -774,10 +729,10 @@ func (c *Cluster) LaunchDirector(name string) error {
 // priority-0 advert; the data path is detached, --detach-on-exit, unless Options.KeepDataPath).
 func (c *Cluster) StopDirector(name string) error {
 	n := c.director(name)
-	if n.proc == nil || !n.proc.running() {
+	if !n.proc.Running() {
 		return fmt.Errorf("%s: xdplb is not running", name)
 	}
-	return n.proc.stop(5 * time.Second)
+	return n.proc.Terminate(5 * time.Second)
 }
 
 // KillDirector is [Cluster.PowerOff] for a test: an error is fatal.
@@ -800,9 +755,8 @@ func (c *Cluster) PowerOff(name string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%s: link down: %w", name, err)
 	}
 	at := time.Now()
-	if n.proc != nil && n.proc.running() {
-		_ = n.proc.cmd.Process.Kill()
-		<-n.proc.done
+	if n.proc.Running() {
+		n.proc.Kill()
 	}
 	return at, nil
 }
@@ -813,19 +767,18 @@ func (c *Cluster) PowerOff(name string) (time.Time, error) {
 func (c *Cluster) CrashDirector(name string) time.Time {
 	c.tb.Helper()
 	n := c.director(name)
-	if n.proc == nil || !n.proc.running() {
+	if !n.proc.Running() {
 		c.fatalf("%s: xdplb is not running", name)
 	}
 	at := time.Now()
-	_ = n.proc.cmd.Process.Kill()
-	<-n.proc.done
+	n.proc.Kill()
 	return at
 }
 
 // DirectorRunning reports whether the director's xdplb runs.
 func (c *Cluster) DirectorRunning(name string) bool {
 	n := c.director(name)
-	return n.proc != nil && n.proc.running()
+	return n.proc.Running()
 }
 
 // DaemonLog returns what the director's xdplb wrote (every run appends).
@@ -858,7 +811,7 @@ func (c *Cluster) VRRP(name string) (daemon.VRRPStatus, error) {
 // do).
 func (c *Cluster) Master() string {
 	for _, name := range []string{DB2, DB3} {
-		if n := c.Nodes[name]; n == nil || n.proc == nil || !n.proc.running() {
+		if n := c.Nodes[name]; n == nil || !n.proc.Running() {
 			continue
 		}
 		if st, err := c.VRRP(name); err == nil && st.State == "MASTER" {
