@@ -6,7 +6,8 @@ LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 20s
 APT_PKGS := clang llvm bpftool ethtool iproute2 tcpdump nftables linux-libc-dev mariadb-server mariadb-client keepalived sysbench
 GENERATED := loader/xdplb_bpfel.go loader/xdplb_bpfel.o loader/xdplb_bpfeb.go loader/xdplb_bpfeb.o \
-	bench/baseline_bpfel.go bench/baseline_bpfel.o bench/baseline_bpfeb.go bench/baseline_bpfeb.o
+	internal/testbed/baseline/baseline_bpfel.go internal/testbed/baseline/baseline_bpfel.o \
+	internal/testbed/baseline/baseline_bpfeb.go internal/testbed/baseline/baseline_bpfeb.o
 
 .PHONY: all build generate check-generate deps test bench bench-quick bench-soak demo clean
 
@@ -31,14 +32,14 @@ deps:
 # generate: rebuild the committed bpf2go output from bpf/*.c (clang + llvm-strip).
 generate:
 	@command -v clang >/dev/null && command -v llvm-strip >/dev/null || $(MAKE) deps
-	$(GO) generate ./loader ./bench
+	$(GO) generate ./loader ./internal/testbed/baseline
 
 # check-generate: fail if the bpf2go output in the tree does not match bpf/ (in CI: the committed one).
 check-generate:
 	@command -v clang >/dev/null && command -v llvm-strip >/dev/null || $(MAKE) deps
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	for f in $(GENERATED); do mkdir -p $$tmp/$$(dirname $$f); cp $$f $$tmp/$$f; done; \
-	$(GO) generate ./loader ./bench || exit 1; \
+	$(GO) generate ./loader ./internal/testbed/baseline || exit 1; \
 	stale=""; for f in $(GENERATED); do cmp -s $$f $$tmp/$$f || stale="$$stale $$f"; done; \
 	if [ -n "$$stale" ]; then \
 		for f in $(GENERATED); do cp $$tmp/$$f $$f; done; \
@@ -57,7 +58,8 @@ test: deps check-generate
 
 # bench: every section of `xdplb bench` (bench/README.md), each against baselines measured in the
 # same run; under 10 minutes. Writes bench/results/<date>.json (the CLI alone writes
-# ./xdplb-bench-<date>.json unless told --out).
+# ./xdplb-bench-<date>.json unless told --out). The failover (keepalived) and sysbench (MariaDB)
+# sections are part of the shipped command; they run on internal/testbed.
 bench: deps build
 	@[ "$$(id -u)" = 0 ] || { echo "make bench needs root (BPF_PROG_TEST_RUN)"; exit 1; }
 	./$(BIN) bench --out bench/results/

@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,9 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/xdplb/xdplb/control"
+	"github.com/xdplb/xdplb/internal/testbed/baseline"
+	"github.com/xdplb/xdplb/internal/testbed/packet"
 	"github.com/xdplb/xdplb/loader"
 )
 
@@ -79,9 +81,9 @@ func DataPlane(opts Options) ([]Result, error) {
 	if opts.Rounds < 1 || opts.Repeat < 1 {
 		return nil, errors.New("rounds and repeat must be positive")
 	}
-	var base baselineObjects
-	if err := loadBaselineObjects(&base, nil); err != nil {
-		return nil, fmt.Errorf("load baseline programs: %w", err)
+	base, err := baseline.Load()
+	if err != nil {
+		return nil, err
 	}
 	defer base.Close()
 
@@ -106,7 +108,7 @@ func DataPlane(opts Options) ([]Result, error) {
 		objs = append(objs, prof[i])
 	}
 	for _, o := range objs {
-		if err := configure(o); err != nil {
+		if _, err := configure(o); err != nil {
 			return nil, fmt.Errorf("configure maps: %w", err)
 		}
 		if err := setOwnMAC(o, backendMAC); err != nil {
@@ -245,69 +247,52 @@ func setOwnMAC(o *loader.Objects, mac [6]byte) error {
 	return o.Meta.Put(uint32(0), l)
 }
 
-// arpFrame is an ARP request: the cheapest way through the program (counters and the Ethernet
-// header only).
+// arpFrame is a minimum-size ARP frame: the cheapest way through the program (counters and the
+// Ethernet header only; its payload is never read).
 func arpFrame(src [6]byte) []byte {
-	b := make([]byte, 42)
-	copy(b[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	copy(b[6:12], src[:])
-	binary.BigEndian.PutUint16(b[12:], 0x0806)
-	return b
+	return packet.Eth(packet.MAC(src), packet.Broadcast).EtherType(0x0806).PadTo(42).Build()
 }
 
-// configure sets up one TCP service VIP:3306 with one backend, a service VIP:3307 without
-// backends, and one peer.
-func configure(o *loader.Objects) error {
-	vipKey := loader.Addr16(vip)
-	if err := o.VIPs.Put(vipKey, loader.VIP{Services: 2}); err != nil {
-		return err
-	}
-	for id, port := range []uint16{3306, 3307} {
-		k := loader.ServiceKey{Addr: vipKey, Port: port, Proto: loader.ProtoTCP}
-		if err := o.Services.Put(k, loader.Service{Id: uint32(id)}); err != nil {
-			return err
+// configure sets up, through the control plane (control.Maps: ids, rings, the vips count), a TCP
+// service VIP:3306 with backend 10.0.0.11 (backendMAC) in its Maglev ring and 10.0.0.12 (flowMAC)
+// draining, out of the ring, for flows written into conntrack by the scaling section; a service
+// VIP:3307 without backends; and one peer. It returns the draining backend's id.
+func configure(o *loader.Objects) (flowBackend uint32, err error) {
+	m := control.NewMaps(o)
+	key := control.ServiceKey{VIP: vip, Port: 3306, Proto: control.TCP}
+	for _, k := range []control.ServiceKey{key, {VIP: vip, Port: 3307, Proto: control.TCP}} {
+		if err := m.AddService(control.ServiceSpec{Key: k}); err != nil {
+			return 0, err
 		}
 	}
-	be := loader.Backend{Addr: loader.Addr16(netip.MustParseAddr("10.0.0.11")), Mac: backendMAC,
-		Flags: loader.BackendUsed, Service: 0, Weight: 1}
-	if err := o.Backends.Put(uint32(1), be); err != nil {
-		return err
-	}
-	table := make([]uint32, o.Layout.RingSize)
-	for i := range table {
-		table[i] = 1
-	}
-	ring, err := loader.NewRing(table)
+	flowAddr := netip.MustParseAddr("10.0.0.12")
+	_, err = m.SetBackends(key, []control.BackendSpec{
+		{Addr: netip.MustParseAddr("10.0.0.11"), MAC: backendMAC[:], Weight: 1},
+		{Addr: flowAddr, MAC: flowMAC[:], Draining: true},
+	}, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	defer ring.Close()
-	if err := o.Maglev.Put(uint32(0), ring); err != nil {
-		return err
+	if err := m.AddPeer(peerMAC[:], 0); err != nil {
+		return 0, err
 	}
-	return o.Peers.Put(loader.PeerKey{Mac: peerMAC}, loader.Peer{})
+	st, err := m.Snapshot()
+	if err != nil {
+		return 0, err
+	}
+	for _, svc := range st.Services {
+		for _, be := range svc.Backends {
+			if be.Addr == flowAddr {
+				return be.ID, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("backend %s not in the maps after SetBackends", flowAddr)
 }
 
-// frame is a minimal Ethernet/IPv4/TCP SYN; checksums do not matter to the program.
+// frame is an Ethernet/IPv4/TCP SYN.
 func frame(src, dst [6]byte, from, to netip.Addr, sport, dport uint16) []byte {
-	b := make([]byte, 14+20+20)
-	copy(b[0:6], dst[:])
-	copy(b[6:12], src[:])
-	binary.BigEndian.PutUint16(b[12:], 0x0800)
-	ip := b[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], 40)
-	ip[8] = 64
-	ip[9] = 6
-	f, t := from.As4(), to.As4()
-	copy(ip[12:16], f[:])
-	copy(ip[16:20], t[:])
-	tcp := ip[20:]
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dport)
-	tcp[12] = 5 << 4
-	tcp[13] = 0x02 // SYN
-	return b
+	return packet.Eth(packet.MAC(src), packet.MAC(dst)).IPv4(from, to).TCP(sport, dport, packet.SYN).Build()
 }
 
 // Print writes the results as a table.

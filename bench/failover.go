@@ -20,6 +20,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdplb/xdplb/internal/testbed"
+	"github.com/xdplb/xdplb/internal/testbed/keepalived"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // FailoverOptions configures [Failover].
@@ -128,8 +132,8 @@ func foVersion(interval time.Duration) int {
 type foBed struct {
 	opts       FailoverOptions
 	ctx        context.Context
-	topo       *foTopo
-	a, b, cli  *foNode
+	topo       *netns.LAN
+	a, b, cli  *netns.Node
 	srvA, srvB *foServer
 	prober     *foProber
 	adverts    *foAdverts
@@ -137,7 +141,7 @@ type foBed struct {
 	pinBase    string
 
 	mu    sync.Mutex
-	procs map[*foProc]bool // running router processes, for cleanup
+	procs map[*testbed.Proc]bool // running router processes, for cleanup
 }
 
 // Failover measures VRRP failover time, xdplb against keepalived, in network namespaces: the
@@ -168,7 +172,7 @@ func Failover(opts FailoverOptions) (res []FailoverResult, err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	bed := &foBed{opts: opts, ctx: ctx, procs: map[*foProc]bool{}}
+	bed := &foBed{opts: opts, ctx: ctx, procs: map[*testbed.Proc]bool{}}
 	defer func() {
 		if cerr := bed.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("failover cleanup: %w", cerr))
@@ -214,43 +218,43 @@ func (bed *foBed) setup() error {
 	if bed.tmp, err = os.MkdirTemp("", "xdplb-bench-failover-"); err != nil {
 		return err
 	}
-	if bed.topo, err = newTopo(); err != nil {
+	if bed.topo, err = netns.OpenLAN(nsPrefix); err != nil {
 		return err
 	}
-	bed.pinBase = "/sys/fs/bpf/xdplb-bench-" + bed.topo.id
-	if bed.a, err = bed.topo.addNode("a", foAddrA); err != nil {
+	bed.pinBase = "/sys/fs/bpf/xdplb-bench-" + bed.topo.ID
+	if bed.a, err = bed.topo.Add("a", foAddrA); err != nil {
 		return err
 	}
-	if bed.b, err = bed.topo.addNode("b", foAddrB); err != nil {
+	if bed.b, err = bed.topo.Add("b", foAddrB); err != nil {
 		return err
 	}
-	if bed.cli, err = bed.topo.addNode("client", foAddrCli); err != nil {
+	if bed.cli, err = bed.topo.Add("client", foAddrCli); err != nil {
 		return err
 	}
-	if bed.srvA, err = startServer(bed.a.foNS, foPort, "A"); err != nil {
+	if bed.srvA, err = startServer(bed.a.NS, foPort, "A"); err != nil {
 		return err
 	}
-	if bed.srvB, err = startServer(bed.b.foNS, foPort, "B"); err != nil {
+	if bed.srvB, err = startServer(bed.b.NS, foPort, "B"); err != nil {
 		return err
 	}
 	workers := int(bed.opts.Timeout/bed.opts.ProbeEvery) + 16
-	if bed.adverts, err = watchAdverts(bed.cli.foNS); err != nil {
+	if bed.adverts, err = watchAdverts(bed.cli.NS); err != nil {
 		return err
 	}
-	bed.prober, err = newProber(bed.cli.foNS, netip.AddrPortFrom(foVIP, uint16(foPort)).String(), workers, bed.opts.Timeout)
+	bed.prober, err = newProber(bed.cli.NS, netip.AddrPortFrom(foVIP, uint16(foPort)).String(), workers, bed.opts.Timeout)
 	return err
 }
 
 func (bed *foBed) close() error {
 	bed.mu.Lock()
-	procs := make([]*foProc, 0, len(bed.procs))
+	procs := make([]*testbed.Proc, 0, len(bed.procs))
 	for p := range bed.procs {
 		procs = append(procs, p)
 	}
 	bed.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range procs {
-		wg.Go(func() { p.stop(5 * time.Second) })
+		wg.Go(func() { p.Stop(5 * time.Second) })
 	}
 	wg.Wait()
 	if bed.prober != nil {
@@ -266,7 +270,7 @@ func (bed *foBed) close() error {
 	}
 	var errs []error
 	if bed.topo != nil {
-		errs = append(errs, bed.topo.close())
+		errs = append(errs, bed.topo.Close())
 	}
 	if bed.pinBase != "" {
 		if err := os.RemoveAll(bed.pinBase); err != nil {
@@ -281,14 +285,14 @@ func (bed *foBed) close() error {
 
 // router is one director's VRRP router for one implementation × interval.
 type router struct {
-	node    *foNode
+	node    *netns.Node
 	name    string // a or b
-	start   func() (*foProc, error)
-	proc    *foProc
+	start   func() (*testbed.Proc, error)
+	proc    *testbed.Proc
 	logPath string
 }
 
-func (bed *foBed) track(p *foProc, on bool) {
+func (bed *foBed) track(p *testbed.Proc, on bool) {
 	bed.mu.Lock()
 	defer bed.mu.Unlock()
 	if on {
@@ -310,7 +314,7 @@ func (bed *foBed) startRouter(r *router) error {
 
 func (bed *foBed) stopRouter(r *router) {
 	if r.proc != nil {
-		r.proc.stop(5 * time.Second)
+		r.proc.Stop(5 * time.Second)
 		bed.track(r.proc, false)
 		r.proc = nil
 	}
@@ -323,42 +327,32 @@ func (bed *foBed) routers(impl string, iv time.Duration) (*router, *router, erro
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	mk := func(n *foNode, name string, prio int) (*router, error) {
+	mk := func(n *netns.Node, name string, prio int) (*router, error) {
 		r := &router{node: n, name: name, logPath: filepath.Join(dir, name+".log")}
 		conf := filepath.Join(dir, name+".conf")
 		switch impl {
 		case "keepalived":
-			text := fmt.Sprintf(`global_defs {
-  router_id xdplb_bench_%s
-  vrrp_version %d
-}
-vrrp_instance VI_%d {
-  state BACKUP
-  interface %s
-  virtual_router_id %d
-  priority %d
-  advert_int %g
-  virtual_ipaddress {
-    %s/32
-  }
-}
-`, name, version, foVRID, foNodeDev, foVRID, prio, iv.Seconds(), foVIP)
+			text := keepalived.Config{
+				RouterID: "xdplb_bench_" + name, Instance: fmt.Sprintf("VI_%d", foVRID), Interface: netns.NodeLink,
+				Version: version, VRID: foVRID, Priority: prio, Interval: iv, State: "BACKUP",
+				VIPs: []netip.Prefix{netip.PrefixFrom(foVIP, 32)},
+			}.Text("")
 			if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 				return nil, err
 			}
 			ctx, cancel := context.WithTimeout(bed.ctx, 10*time.Second)
 			defer cancel()
-			out, err := exec.CommandContext(ctx, "nsenter", "--net="+n.path, "--", bed.opts.Keepalived, "-t", "-f", conf).CombinedOutput()
+			out, err := exec.CommandContext(ctx, "nsenter", "--net="+n.Path, "--", bed.opts.Keepalived, "-t", "-f", conf).CombinedOutput()
 			if err != nil {
 				return nil, fmt.Errorf("keepalived -t -f %s: %w: %s", conf, err, out)
 			}
 			pid, vpid := filepath.Join(dir, name+".pid"), filepath.Join(dir, name+"-vrrp.pid")
-			r.start = func() (*foProc, error) {
+			r.start = func() (*testbed.Proc, error) {
 				// A SIGKILLed keepalived leaves its pid files: a restart would refuse
 				// ("daemon is already running") if a pid in them is still a zombie or reused.
 				_ = os.Remove(pid)
 				_ = os.Remove(vpid)
-				return startProc(n.foNS, "keepalived@"+name, r.logPath, bed.opts.Keepalived,
+				return testbed.StartProc(n.Path, "keepalived@"+name, r.logPath, bed.opts.Keepalived,
 					"-n", "-l", "-D", "-P", "-f", conf, "-p", pid, "-r", vpid)
 			}
 		case "xdplb":
@@ -385,14 +379,14 @@ vrrp:
     advert_interval: %v
     preempt: true
     vips: [%s]
-`, name, foNodeDev, foVIP, foPort, n.addr.Addr(), foVRID, foNodeDev, version, foVRID, prio, iv, foVIP)
+`, name, netns.NodeLink, foVIP, foPort, n.Addr(), foVRID, netns.NodeLink, version, foVRID, prio, iv, foVIP)
 			if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 				return nil, err
 			}
 			pinRoot := filepath.Join(bed.pinBase, name)
 			sock := filepath.Join(dir, name+".sock")
-			r.start = func() (*foProc, error) {
-				return startProc(n.foNS, "xdplb@"+name, r.logPath, bed.opts.XDPLB, "--pin-root", pinRoot,
+			r.start = func() (*testbed.Proc, error) {
+				return testbed.StartProc(n.Path, "xdplb@"+name, r.logPath, bed.opts.XDPLB, "--pin-root", pinRoot,
 					"run", "--config", conf, "--mode", bed.opts.Mode, "--status-socket", sock, "--detach-on-exit")
 			}
 		default:
@@ -428,21 +422,21 @@ func (bed *foBed) waitAMaster(a, b *router, iv time.Duration) error {
 	for streak := 0; streak < 3; {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("A did not become Master with the client answered by A (last: %s)\nA's log:\n%s\nB's log:\n%s",
-				last, a.proc.logTail(15), b.proc.logTail(15))
+				last, a.proc.LogTail(15), b.proc.LogTail(15))
 		}
 		for _, r := range []*router{a, b} {
-			if !r.proc.running() {
-				return fmt.Errorf("%s exited (%v); log:\n%s", r.proc.name, r.proc.waitErr, r.proc.logTail(20))
+			if !r.proc.Running() {
+				return fmt.Errorf("%s exited (%v); log:\n%s", r.proc.Name, r.proc.WaitErr(), r.proc.LogTail(20))
 			}
 		}
 		if err := bed.sleep(20 * time.Millisecond); err != nil {
 			return err
 		}
-		hasA, err := bed.a.hasAddr(foVIP)
+		hasA, err := bed.a.HasAddr(foVIP)
 		if err != nil {
 			return err
 		}
-		hasB, err := bed.b.hasAddr(foVIP)
+		hasB, err := bed.b.HasAddr(foVIP)
 		if err != nil {
 			return err
 		}
@@ -466,11 +460,11 @@ func (bed *foBed) run(impl string, iv time.Duration) (FailoverResult, error) {
 		return res, err
 	}
 	// Leftovers of the previous implementation: no VIP anywhere, links up.
-	for _, n := range []*foNode{bed.a, bed.b} {
-		if err := n.delAddr(foVIP); err != nil {
+	for _, n := range []*netns.Node{bed.a, bed.b} {
+		if err := n.DelAddr(foVIP); err != nil {
 			return res, err
 		}
-		if err := n.setLink(true); err != nil {
+		if err := n.SetLink(true); err != nil {
 			return res, err
 		}
 	}
@@ -480,9 +474,9 @@ func (bed *foBed) run(impl string, iv time.Duration) (FailoverResult, error) {
 			wg.Go(func() { bed.stopRouter(r) })
 		}
 		wg.Wait()
-		_ = bed.a.setLink(true)
-		_ = bed.a.delAddr(foVIP)
-		_ = bed.b.delAddr(foVIP)
+		_ = bed.a.SetLink(true)
+		_ = bed.a.DelAddr(foVIP)
+		_ = bed.b.DelAddr(foVIP)
 	}()
 	if err := bed.startRouter(b); err != nil {
 		return res, err
@@ -501,10 +495,10 @@ func (bed *foBed) run(impl string, iv time.Duration) (FailoverResult, error) {
 		res.Rounds = append(res.Rounds, fr)
 		bed.logf("failover %-10s v%d %6v round %d/%d: %s", impl, version, iv, round+1, bed.opts.Rounds, fr.describe())
 		// Restore A as after a reboot: no VIP, link up, router started again; it preempts.
-		if err := bed.a.delAddr(foVIP); err != nil {
+		if err := bed.a.DelAddr(foVIP); err != nil {
 			return res, err
 		}
-		if err := bed.a.setLink(true); err != nil {
+		if err := bed.a.SetLink(true); err != nil {
 			return res, err
 		}
 		if round+1 < bed.opts.Rounds {
@@ -576,15 +570,15 @@ func (bed *foBed) failover(a, b *router, iv time.Duration) (FailoverRound, error
 	defer close(done)
 	addrs := make(chan netlink.AddrUpdate, 256)
 	neighs := make(chan netlink.NeighUpdate, 256)
-	if err := netlink.AddrSubscribeAt(bed.b.handle, addrs, done); err != nil {
+	if err := netlink.AddrSubscribeAt(bed.b.Handle(), addrs, done); err != nil {
 		return fr, fmt.Errorf("watch B's addresses: %w", err)
 	}
-	if err := netlink.NeighSubscribeAt(bed.cli.handle, neighs, done); err != nil {
+	if err := netlink.NeighSubscribeAt(bed.cli.Handle(), neighs, done); err != nil {
 		return fr, fmt.Errorf("watch the client's neighbours: %w", err)
 	}
 	var evMu sync.Mutex
 	var vipAt, arpAt time.Time
-	bMAC := bed.b.mac.String()
+	bMAC := bed.b.MAC.String()
 	go func() {
 		for {
 			select {
@@ -656,11 +650,11 @@ func (bed *foBed) failover(a, b *router, iv time.Duration) (FailoverRound, error
 	if err := bed.sleep(50*time.Millisecond + rand.N(iv)); err != nil {
 		return fr, err
 	}
-	if err := bed.a.setLink(false); err != nil {
+	if err := bed.a.SetLink(false); err != nil {
 		return fr, err
 	}
 	t0 := time.Now()
-	a.proc.kill9()
+	a.proc.Kill()
 	bed.track(a.proc, false)
 	a.proc = nil
 
@@ -712,7 +706,7 @@ drain:
 		}
 	}
 	evMu.Lock()
-	last := bed.adverts.lastBefore(bed.a.addr.Addr(), t0)
+	last := bed.adverts.lastBefore(bed.a.Addr(), t0)
 	if !last.IsZero() {
 		fr.PhaseMs = ms(t0.Sub(last))
 	}
@@ -729,21 +723,22 @@ drain:
 		fr.ARPMs = ms(arpAt.Sub(t0))
 	}
 	evMu.Unlock()
-	mac, state, err := bed.cli.neighMAC(foVIP)
+	hw, state, err := bed.cli.Neighbour(netns.NodeLink, foVIP)
 	if err != nil {
 		return fr, err
 	}
+	mac := hw.String()
 	who := "?"
 	switch mac {
 	case bMAC:
 		who = "B"
-	case bed.a.mac.String():
+	case bed.a.MAC.String():
 		who = "A"
 	}
 	fr.ClientNeigh = fmt.Sprintf("%s(%s) %s", who, mac, state)
 	if firstB.IsZero() {
 		fr.Error = fmt.Sprintf("no answer from B within %v (VIP on B at %.1f ms, client ARP at %.1f ms, neigh %s); B's log:\n%s",
-			limit, fr.VIPMs, fr.ARPMs, fr.ClientNeigh, b.proc.logTail(15))
+			limit, fr.VIPMs, fr.ARPMs, fr.ClientNeigh, b.proc.LogTail(15))
 		return fr, nil
 	}
 	fr.Ms = ms(firstB.Sub(t0))

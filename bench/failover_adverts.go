@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // foAdverts records the receive time of every VRRP advertisement (IPv4 protocol 112) seen on the
@@ -23,10 +25,10 @@ type foAdverts struct {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-func watchAdverts(ns *foNS) (*foAdverts, error) {
+func watchAdverts(ns *netns.NS) (*foAdverts, error) {
 	w := &foAdverts{fd: -1, last: map[netip.Addr][]time.Time{}, done: make(chan struct{})}
-	err := ns.do(func() error {
-		ifi, err := net.InterfaceByName(foNodeDev)
+	err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(netns.NodeLink)
 		if err != nil {
 			return err
 		}
@@ -47,7 +49,7 @@ func watchAdverts(ns *foNS) (*foAdverts, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("advert watcher in %s: %w", ns.name, err)
+		return nil, fmt.Errorf("advert watcher in %s: %w", ns.Name, err)
 	}
 	go w.loop()
 	return w, nil

@@ -142,3 +142,7 @@ func header(now time.Time) Header {
 	}
 	return h
 }
+
+// nsPrefix starts the names of the benchmarks' network namespaces (the tests' start with
+// netns.Prefix): xdplb-b-<id>-<role>.
+const nsPrefix = "xdplb-b-"

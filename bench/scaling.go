@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplb/xdplb/control"
+	"github.com/xdplb/xdplb/internal/testbed/baseline"
 	"github.com/xdplb/xdplb/loader"
 )
 
@@ -170,13 +171,11 @@ func Scaling(opts ScalingOptions) ([]ScalingResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := configure(o); err != nil {
+		be, err := configure(o)
+		if err != nil {
 			return nil, err
 		}
-		if err := o.Backends.Put(uint32(2), flowBackend()); err != nil {
-			return nil, err
-		}
-		if err := fillConntrack(o.Conntrack, 0, n); err != nil {
+		if err := fillConntrack(o.Conntrack, 0, n, be); err != nil {
 			return nil, fmt.Errorf("fill conntrack with %d flows: %w", n, err)
 		}
 		// Time a hit on one of the filled flows, preferably from the middle.
@@ -278,41 +277,24 @@ func timeSeries(cases []scaleCase, opts ScalingOptions, targetPct float64) ([]Sc
 	return res, nil
 }
 
-// configureServices writes n TCP services, each on its own VIP (10.1.x.y:3306) with its own
-// backend, and returns a packet to the last one. Only that service gets a Maglev ring: the others
-// are never looked up by the timed packet and would need 256 KiB of ring each.
+// configureServices adds n TCP services through the control plane, each on its own VIP
+// (10.1.x.y:3306), and returns a packet to the last one. Only that service gets a backend and so a
+// Maglev ring: the others are never looked up past the services map by the timed packet and
+// would need 256 KiB of ring each.
 func configureServices(o *loader.Objects, n int) ([]byte, error) {
-	var last netip.Addr
+	m := control.NewMaps(o)
+	var last control.ServiceKey
 	for i := range n {
-		a := netip.AddrFrom4([4]byte{10, 1, byte((i + 1) >> 8), byte(i + 1)})
-		last = a
-		k := loader.Addr16(a)
-		if err := o.VIPs.Put(k, loader.VIP{Services: 1}); err != nil {
-			return nil, err
-		}
-		sk := loader.ServiceKey{Addr: k, Port: 3306, Proto: loader.ProtoTCP}
-		if err := o.Services.Put(sk, loader.Service{Id: uint32(i)}); err != nil {
-			return nil, err
-		}
-		be := loader.Backend{Addr: loader.Addr16(netip.AddrFrom4([4]byte{10, 2, byte((i + 1) >> 8), byte(i + 1)})),
-			Mac: backendMAC, Flags: loader.BackendUsed, Service: uint32(i), Weight: 1}
-		if err := o.Backends.Put(uint32(i+1), be); err != nil {
+		last = control.ServiceKey{VIP: netip.AddrFrom4([4]byte{10, 1, byte((i + 1) >> 8), byte(i + 1)}), Port: 3306, Proto: control.TCP}
+		if err := m.AddService(control.ServiceSpec{Key: last}); err != nil {
 			return nil, err
 		}
 	}
-	vals := make([]uint32, o.Layout.RingSize)
-	for i := range vals {
-		vals[i] = uint32(n)
-	}
-	ring, err := loader.NewRing(vals)
-	if err != nil {
+	be := control.BackendSpec{Addr: netip.AddrFrom4([4]byte{10, 2, byte(n >> 8), byte(n)}), MAC: backendMAC[:], Weight: 1}
+	if _, err := m.SetBackends(last, []control.BackendSpec{be}, nil); err != nil {
 		return nil, err
 	}
-	defer ring.Close()
-	if err := o.Maglev.Put(uint32(2*(n-1)), ring); err != nil {
-		return nil, err
-	}
-	return frame(clientMAC, directorMAC, client, last, 40000, 3306), nil
+	return frame(clientMAC, directorMAC, client, last.VIP, 40000, 3306), nil
 }
 
 // configureBackends writes the service VIP:3306 with n backends through the control plane.
@@ -331,14 +313,9 @@ func configureBackends(o *loader.Objects, n int) error {
 	return err
 }
 
-// flowMAC is the MAC of backend 2, which pre-filled flows point at; the Maglev ring of
-// configure() only holds backend 1, so a frame sent to flowMAC proves a conntrack hit.
+// flowMAC is the MAC of the draining backend of configure(), which pre-filled flows point at; the
+// Maglev ring holds only the other backend, so a frame sent to flowMAC proves a conntrack hit.
 var flowMAC = [6]byte{0x02, 0, 0, 0, 0, 0x0c}
-
-func flowBackend() loader.Backend {
-	return loader.Backend{Addr: loader.Addr16(netip.MustParseAddr("10.0.0.12")), Mac: flowMAC,
-		Flags: loader.BackendUsed, Service: 0, Weight: 1}
-}
 
 // flowSrc is the client address and port of pre-filled flow i: 10.128.0.0 + i, port 40000.
 func flowSrc(i int) (netip.Addr, uint16) {
@@ -413,9 +390,9 @@ func flowsCold(ns []int, opts ScalingOptions) ([]ScalingResult, error) {
 	if opts.Rounds < 1 || opts.Repeat < 100 {
 		return nil, errors.New("rounds must be >= 1 and repeat >= 100")
 	}
-	var base baselineObjects
-	if err := loadBaselineObjects(&base, nil); err != nil {
-		return nil, fmt.Errorf("load baseline programs: %w", err)
+	base, err := baseline.Load()
+	if err != nil {
+		return nil, err
 	}
 	defer base.Close()
 	o, err := loader.Load(loader.DefaultSizes(), 0)
@@ -423,10 +400,8 @@ func flowsCold(ns []int, opts ScalingOptions) ([]ScalingResult, error) {
 		return nil, err
 	}
 	defer o.Close()
-	if err := configure(o); err != nil {
-		return nil, err
-	}
-	if err := o.Backends.Put(uint32(2), flowBackend()); err != nil {
+	flowBE, err := configure(o)
+	if err != nil {
 		return nil, err
 	}
 	size := int(o.Conntrack.MaxEntries())
@@ -437,7 +412,7 @@ func flowsCold(ns []int, opts ScalingOptions) ([]ScalingResult, error) {
 		if n < max(1, filled) || n > size {
 			return nil, fmt.Errorf("flow counts %v: want ascending, 1..%d", ns, size)
 		}
-		if err := fillConntrackStep(o.Conntrack, filled, n, 0, coldFlowKey, nil); err != nil {
+		if err := fillConntrackStep(o.Conntrack, filled, n, 0, flowBE, coldFlowKey, nil); err != nil {
 			return nil, fmt.Errorf("fill conntrack with %d flows: %w", n, err)
 		}
 		filled = n
@@ -573,13 +548,13 @@ func allHits(before, after loader.Counters, least uint64) error {
 // fillConntrack inserts flows [from, to) with BatchUpdate. Chunks are inserted from each CPU in
 // turn, as traffic spread over NIC queues would: the map has one common LRU list, but each CPU
 // keeps a small cache of free entries, which is where spreading shows.
-func fillConntrack(m *ebpf.Map, from, to int) error {
-	return fillConntrackStep(m, from, to, 0, flowKey, nil)
+func fillConntrack(m *ebpf.Map, from, to int, backend uint32) error {
+	return fillConntrackStep(m, from, to, 0, backend, flowKey, nil)
 }
 
 // fillConntrackStep inserts key(i) for i in [from, to) and calls after(inserted so far) every
 // step flows when step > 0.
-func fillConntrackStep(m *ebpf.Map, from, to, step int, key func(int) loader.FlowKey, after func(int) error) error {
+func fillConntrackStep(m *ebpf.Map, from, to, step int, backend uint32, key func(int) loader.FlowKey, after func(int) error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var all unix.CPUSet
@@ -609,7 +584,7 @@ func fillConntrackStep(m *ebpf.Map, from, to, step int, key func(int) loader.Flo
 		keys, vals = keys[:0], vals[:0]
 		for ; i < end; i++ {
 			keys = append(keys, key(i))
-			vals = append(vals, loader.Flow{Backend: 2})
+			vals = append(vals, loader.Flow{Backend: backend})
 		}
 		if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
 			return err
@@ -652,7 +627,7 @@ func evictionCheck() (ScalingResult, error) {
 	r := ScalingResult{Series: "eviction", Path: "conntrack insert", N: size, Size: size, Inserted: size + size/4}
 	const step = 4096
 	ncpu := runtime.NumCPU()
-	err = fillConntrackStep(o.Conntrack, 0, r.Inserted, step, flowKey, func(done int) error {
+	err = fillConntrackStep(o.Conntrack, 0, r.Inserted, step, 1, flowKey, func(done int) error {
 		if r.FirstEvictedAt == 0 {
 			// The oldest 64 flows of the first chunk of every CPU (chunk c of 4,096 went to CPU c).
 			for c := 0; c < ncpu && c*step < done; c++ {

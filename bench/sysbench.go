@@ -24,14 +24,15 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdplb/xdplb/control"
+	"github.com/xdplb/xdplb/internal/testbed"
+	"github.com/xdplb/xdplb/internal/testbed/baseline"
+	"github.com/xdplb/xdplb/internal/testbed/mariadb"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/mariadb"
-	"github.com/xdplb/xdplb/test/netns"
 )
 
 // SysbenchOptions configures [Sysbench].
@@ -196,21 +197,17 @@ func Sysbench(opts SysbenchOptions) (res SysbenchResult, err error) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	tb := &sbTB{}
+	bed := &sbBed{ctx: ctx, opts: opts}
 	defer func() {
 		if r := recover(); r != nil {
-			if _, ok := r.(sbAbort); !ok {
-				err = errors.Join(err, fmt.Errorf("sysbench: panic: %v\n%s", r, debug.Stack()))
-			}
+			err = errors.Join(err, fmt.Errorf("sysbench: panic: %v\n%s", r, debug.Stack()))
 		}
-		tb.teardown()
-		err = errors.Join(err, tb.err())
+		err = errors.Join(err, bed.cleanups.Run(), bed.cleanupErr())
 		if ctx.Err() != nil {
 			err = errors.Join(err, errors.New("sysbench: interrupted; everything it created is removed"))
 		}
 		res.WallS = time.Since(start).Seconds()
 	}()
-	bed := &sbBed{ctx: ctx, opts: opts, tb: tb}
 	if err := bed.setup(); err != nil {
 		return res, fmt.Errorf("sysbench setup: %w", err)
 	}
@@ -243,90 +240,12 @@ func (o SysbenchOptions) validate() error {
 	return nil
 }
 
-// sbTB is what the test/netns and test/mariadb helpers need from a test, for a function that is
-// not one: Fatal records the failure and unwinds to Sysbench (a panic it recovers), Cleanup
-// queues work that Sysbench runs on every exit.
-type sbTB struct {
-	mu       sync.Mutex
-	cleanups []func()
-	errs     []error
-	logs     []string
-}
-
-type sbAbort struct{}
-
-func (t *sbTB) Helper() {}
-func (t *sbTB) Cleanup(f func()) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.cleanups = append(t.cleanups, f)
-}
-func (t *sbTB) fail(err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.errs = append(t.errs, err)
-}
-func (t *sbTB) Errorf(format string, args ...any) { t.fail(fmt.Errorf(format, args...)) }
-func (t *sbTB) Fatal(args ...any)                 { t.Fatalf("%s", fmt.Sprint(args...)) }
-func (t *sbTB) Fatalf(format string, args ...any) {
-	t.fail(fmt.Errorf(format, args...))
-	panic(sbAbort{})
-}
-func (t *sbTB) Failed() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.errs) > 0
-}
-
-// Logf keeps what the helpers log (they log only on failure: a server's error log) for the error.
-func (t *sbTB) Logf(format string, args ...any) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.logs = append(t.logs, fmt.Sprintf(format, args...))
-}
-func (t *sbTB) Skipf(format string, args ...any) { t.Fatalf("cannot run: "+format, args...) }
-
-// teardown runs the cleanups, last first; one that panics does not stop the others.
-func (t *sbTB) teardown() {
-	for {
-		t.mu.Lock()
-		if len(t.cleanups) == 0 {
-			t.mu.Unlock()
-			return
-		}
-		f := t.cleanups[len(t.cleanups)-1]
-		t.cleanups = t.cleanups[:len(t.cleanups)-1]
-		t.mu.Unlock()
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					if _, ok := r.(sbAbort); !ok {
-						t.fail(fmt.Errorf("sysbench cleanup: panic: %v", r))
-					}
-				}
-			}()
-			f()
-		}()
-	}
-}
-
-func (t *sbTB) err() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.errs) == 0 {
-		return nil
-	}
-	errs := slices.Clone(t.errs)
-	if len(t.logs) > 0 {
-		errs = append(errs, errors.New(strings.Join(t.logs, "\n")))
-	}
-	return errors.Join(errs...)
-}
-
 type sbBed struct {
 	ctx                  context.Context
 	opts                 SysbenchOptions
-	tb                   *sbTB
+	cleanups             testbed.Cleanups // what setup created, torn down last first
+	cleanupMu            sync.Mutex
+	cleanupErrs          []error
 	lan                  *netns.LAN
 	client, director, rs *netns.Node
 	queues               int // rx/tx queues of the director's veth and its bridge port
@@ -340,6 +259,19 @@ type sbBed struct {
 	mode     string    // xdplb's current attach mode, "" when detached
 }
 
+// cleanupFailed records an error of a cleanup.
+func (b *sbBed) cleanupFailed(err error) {
+	b.cleanupMu.Lock()
+	defer b.cleanupMu.Unlock()
+	b.cleanupErrs = append(b.cleanupErrs, fmt.Errorf("sysbench cleanup: %w", err))
+}
+
+func (b *sbBed) cleanupErr() error {
+	b.cleanupMu.Lock()
+	defer b.cleanupMu.Unlock()
+	return errors.Join(b.cleanupErrs...)
+}
+
 func (b *sbBed) logf(format string, args ...any) {
 	if b.opts.Progress != nil {
 		fmt.Fprintf(b.opts.Progress, format+"\n", args...)
@@ -348,10 +280,23 @@ func (b *sbBed) logf(format string, args ...any) {
 
 func (b *sbBed) setup() error {
 	t0 := time.Now()
-	b.lan = netns.NewLAN(b.tb)
-	b.client = b.lan.AddNode("client", sbClientCIDR)
-	b.director = b.lan.AddNode("director", sbDirectorCIDR)
-	b.rs = b.lan.AddNode("rs", sbRealCIDR)
+	var err error
+	if b.lan, err = netns.OpenLAN(nsPrefix); err != nil {
+		return err
+	}
+	b.cleanups.Cleanup(func() {
+		if err := b.lan.Close(); err != nil {
+			b.cleanupFailed(err)
+		}
+	})
+	for _, n := range []struct {
+		node       **netns.Node
+		role, cidr string
+	}{{&b.client, "client", sbClientCIDR}, {&b.director, "director", sbDirectorCIDR}, {&b.rs, "rs", sbRealCIDR}} {
+		if *n.node, err = b.lan.Add(n.role, n.cidr); err != nil {
+			return fmt.Errorf("node %s: %w", n.role, err)
+		}
+	}
 	if err := b.rs.SetupRealServer(sbVIP); err != nil {
 		return err
 	}
@@ -381,7 +326,7 @@ func (b *sbBed) setup() error {
 		}
 	}
 	// The client sends VIP traffic to the director, as it would to a router in front of it.
-	err := b.client.Do(func() error {
+	err = b.client.Do(func() error {
 		r := &netlink.Route{Dst: &net.IPNet{IP: sbVIP.AsSlice(), Mask: net.CIDRMask(32, 32)}, Gw: b.director.Addr().AsSlice()}
 		if err := netlink.RouteAdd(r); err != nil {
 			return fmt.Errorf("route %s via %s on the client: %w", sbVIP, b.director.Addr(), err)
@@ -397,7 +342,20 @@ func (b *sbBed) setup() error {
 	if err := b.setMode(sbModeNative); err != nil {
 		return err
 	}
-	db := mariadb.Start(b.tb, b.rs.NS, mariadb.Options{Addr: b.rs.Addr()})
+	db, err := mariadb.Launch(b.rs.NS, mariadb.Options{Addr: b.rs.Addr()})
+	if db != nil {
+		b.cleanups.Cleanup(func() {
+			if err := db.Close(); err != nil {
+				b.cleanupFailed(err)
+			}
+		})
+	}
+	if err != nil {
+		if db != nil {
+			err = fmt.Errorf("%w; err.log, last lines:\n%s", err, db.ErrLogTail(40))
+		}
+		return err
+	}
 	if _, err := db.Exec("CREATE DATABASE " + sbDB); err != nil {
 		return err
 	}
@@ -417,7 +375,7 @@ func (b *sbBed) loadXDP() error {
 	if err != nil {
 		return fmt.Errorf("load xdplb: %w", err)
 	}
-	b.tb.Cleanup(func() { _ = objs.Close() })
+	b.cleanups.Cleanup(func() { _ = objs.Close() })
 	b.objs = objs
 	// As loader.Attach does: the program passes unicast frames addressed to another MAC.
 	copy(objs.Layout.Mac[:], b.director.MAC)
@@ -428,23 +386,19 @@ func (b *sbBed) loadXDP() error {
 		return fmt.Errorf("xdplb: %w", err)
 	}
 	// netns.LAN.AttachPassXDP cannot detach before cleanup; the generic runs need it gone.
-	b.passProg, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "xdp_pass",
-		Type:         ebpf.XDP,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
-	})
+	base, err := baseline.Load()
 	if err != nil {
-		return fmt.Errorf("load XDP_PASS program: %w", err)
+		return err
 	}
-	b.tb.Cleanup(func() { _ = b.passProg.Close() })
+	b.cleanups.Cleanup(func() { _ = base.Close() })
+	b.passProg = base.PassAll
 	if b.passID, err = sbProgID(b.passProg); err != nil {
 		return fmt.Errorf("XDP_PASS: %w", err)
 	}
 	// Runs before the programs are closed (cleanups run last first).
-	b.tb.Cleanup(func() {
+	b.cleanups.Cleanup(func() {
 		if err := b.detachXDP(); err != nil {
-			b.tb.Errorf("sysbench cleanup: %v", err)
+			b.cleanupFailed(err)
 		}
 	})
 

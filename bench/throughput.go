@@ -23,11 +23,14 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplb/xdplb/control"
+	"github.com/xdplb/xdplb/internal/testbed/baseline"
 	"github.com/xdplb/xdplb/loader"
+
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // ThroughputOptions configures [Throughput].
@@ -125,13 +128,13 @@ type tpBed struct {
 	ctx                context.Context
 	opts               ThroughputOptions
 	id                 string
-	nsGen, nsNft, nsSk *foNS // veth only
-	all                []*foNS
+	nsGen, nsNft, nsSk *netns.NS // veth only
+	all                []*netns.NS
 	links              []link.Link
 	progs              []*ebpf.Program
 	maps               []*ebpf.Map
 	count              *ebpf.Map // veth sink counter (per-CPU u64)
-	base               baselineObjects
+	base               *baseline.Objects
 	pkt                []byte
 	txIf               int           // where (a) and (b) frames are injected and leave: vA or the interface
 	nftIf              int           // where (c) frames are injected: vC or the interface
@@ -184,7 +187,7 @@ func Throughput(opts ThroughputOptions) (res ThroughputResult, err error) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	bed := &tpBed{ctx: ctx, opts: opts, id: randomID()}
+	bed := &tpBed{ctx: ctx, opts: opts, id: netns.RandomID()}
 	defer func() {
 		if cerr := bed.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("throughput cleanup: %w", cerr))
@@ -280,46 +283,19 @@ func (bed *tpBed) close() error {
 	for _, m := range bed.maps {
 		errs = append(errs, m.Close())
 	}
-	errs = append(errs, bed.base.Close())
+	if bed.base != nil {
+		errs = append(errs, bed.base.Close())
+	}
 	for i := len(bed.all) - 1; i >= 0; i-- {
-		errs = append(errs, bed.all[i].remove()) // nft table and veths go with the namespace
+		errs = append(errs, bed.all[i].Close()) // nft table and veths go with the namespace
 	}
 	return errors.Join(errs...)
 }
 
-// tpVeth creates a veth pair a (in ns) / b (in peer) and sets both up.
-func tpVeth(ns, peer *foNS, a, b string) error {
-	err := ns.do(func() error {
-		if err := noIPv6(); err != nil {
-			return err
-		}
-		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a}, PeerName: b, PeerNamespace: netlink.NsFd(int(peer.handle))}
-		if err := netlink.LinkAdd(v); err != nil {
-			return fmt.Errorf("add veth %s/%s: %w", a, b, err)
-		}
-		l, err := netlink.LinkByName(a)
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(l)
-	})
-	if err != nil {
-		return err
-	}
-	return peer.do(func() error {
-		_ = noIPv6()
-		l, err := netlink.LinkByName(b)
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(l)
-	})
-}
-
-func (bed *tpBed) attach(ns *foNS, dev string, p *ebpf.Program) (net.HardwareAddr, int, error) {
+func (bed *tpBed) attach(ns *netns.NS, dev string, p *ebpf.Program) (net.HardwareAddr, int, error) {
 	var mac net.HardwareAddr
 	var idx int
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		l, err := netlink.LinkByName(dev)
 		if err != nil {
 			return err
@@ -330,7 +306,7 @@ func (bed *tpBed) attach(ns *foNS, dev string, p *ebpf.Program) (net.HardwareAdd
 		}
 		xl, err := link.AttachXDP(link.XDPOptions{Program: p, Interface: idx, Flags: link.XDPDriverMode})
 		if err != nil {
-			return fmt.Errorf("attach XDP to %s in %s: %w", dev, ns.name, err)
+			return fmt.Errorf("attach XDP to %s in %s: %w", dev, ns.Name, err)
 		}
 		bed.links = append(bed.links, xl)
 		return nil
@@ -394,8 +370,8 @@ func flowWrapperProg(ctr, jump *ebpf.Map, flows int) (*ebpf.Program, error) {
 	})
 }
 
-func (bed *tpBed) newNS(role string) (*foNS, error) {
-	ns, err := newNS(nsPrefix + bed.id + "-tp-" + role)
+func (bed *tpBed) newNS(role string) (*netns.NS, error) {
+	ns, err := netns.Open(nsPrefix + bed.id + "-tp-" + role)
 	if err != nil {
 		return nil, err
 	}
@@ -405,8 +381,9 @@ func (bed *tpBed) newNS(role string) (*foNS, error) {
 
 // setupCommon loads what both topologies use.
 func (bed *tpBed) setupCommon() error {
-	if err := loadBaselineObjects(&bed.base, nil); err != nil {
-		return fmt.Errorf("load baseline programs: %w", err)
+	var err error
+	if bed.base, err = baseline.Load(); err != nil {
+		return err
 	}
 	bed.nftTable = "xdplb_tp_" + bed.id // unique: deleting it never touches a table of the user's
 	return nil
@@ -424,10 +401,10 @@ func (bed *tpBed) setupVeth() error {
 		return err
 	}
 	for _, v := range []struct {
-		ns, peer *foNS
+		ns, peer *netns.NS
 		a, b     string
 	}{{bed.nsGen, bed.nsSk, "vA", "vB"}, {bed.nsGen, bed.nsNft, "vC", "vCp"}, {bed.nsNft, bed.nsSk, "vN", "vNp"}} {
-		if err := tpVeth(v.ns, v.peer, v.a, v.b); err != nil {
+		if err := v.ns.Veth(v.peer, v.a, v.b); err != nil {
 			return err
 		}
 	}
@@ -575,7 +552,7 @@ func (bed *tpBed) measure(cases ...*tpCase) error {
 	go func() {
 		if bed.nsGen != nil {
 			runtime.LockOSThread() // never unlocked: the thread leaves the host namespace
-			if err := netns.Set(bed.nsGen.handle); err != nil {
+			if err := vnetns.Set(bed.nsGen.Handle()); err != nil {
 				ch <- err
 				return
 			}
@@ -784,7 +761,7 @@ func (bed *tpBed) pairRows(n, flows int) (ThroughputRow, ThroughputRow, error) {
 func (bed *tpBed) nft(ctx context.Context, script string, args ...string) (string, error) {
 	argv := []string{"nft"}
 	if bed.nsNft != nil {
-		argv = []string{"nsenter", "--net=" + bed.nsNft.path, "nft"}
+		argv = []string{"nsenter", "--net=" + bed.nsNft.Path, "nft"}
 	}
 	argv = append(argv, args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)

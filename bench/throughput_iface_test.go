@@ -13,6 +13,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // tpRequireRoot fails (never skips): CI runs these as root, and a skip would hide them.
@@ -27,7 +29,7 @@ func tpRequireRoot(t *testing.T) {
 // off (no stray neighbour discovery in the counts); it is deleted on every exit path.
 func tpTestVeth(t *testing.T) (string, string) {
 	t.Helper()
-	a := "xbt" + randomID()
+	a := "xbt" + netns.RandomID()
 	b := a + "p"
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a}, PeerName: b}); err != nil {
 		t.Fatalf("add veth %s/%s: %v", a, b, err)
@@ -249,7 +251,7 @@ func TestThroughputIfaceErrors(t *testing.T) {
 	}{
 		{"no destination MAC", a, nil, "--iface-dst"},
 		{"broadcast destination", a, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, "multicast or broadcast"},
-		{"no such interface", "xbt" + randomID() + "x", dst, "does not exist"},
+		{"no such interface", "xbt" + netns.RandomID() + "x", dst, "does not exist"},
 		{"interface down", down, dst, "is down"},
 		{"XDP program attached", b, dst, "already has an XDP program attached"},
 		{"destination without interface", "", dst, "only used with an interface"},

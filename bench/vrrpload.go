@@ -26,12 +26,15 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplb/xdplb/control"
 	"github.com/xdplb/xdplb/control/daemon"
 	"github.com/xdplb/xdplb/loader"
+
+	"github.com/xdplb/xdplb/internal/testbed"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // VRRPLoadOptions configures [VRRPUnderLoad].
@@ -101,12 +104,12 @@ type VRRPLoadResult struct {
 type vlBed struct {
 	opts    VRRPLoadOptions
 	ctx     context.Context
-	topo    *foTopo
-	a, b    *foNode
+	topo    *netns.LAN
+	a, b    *netns.Node
 	tmp     string
 	pinBase string
 	socks   [2]string
-	procs   []*foProc
+	procs   []*testbed.Proc
 	links   []link.Link
 	progs   []*ebpf.Program
 	aStats  *ebpf.Map
@@ -163,7 +166,7 @@ func (bed *vlBed) logf(format string, args ...any) {
 func (bed *vlBed) close() error {
 	var wg sync.WaitGroup
 	for _, p := range bed.procs {
-		wg.Go(func() { p.stop(5 * time.Second) })
+		wg.Go(func() { p.Stop(5 * time.Second) })
 	}
 	wg.Wait()
 	var errs []error
@@ -177,7 +180,7 @@ func (bed *vlBed) close() error {
 		errs = append(errs, bed.aStats.Close())
 	}
 	if bed.topo != nil {
-		errs = append(errs, bed.topo.close())
+		errs = append(errs, bed.topo.Close())
 	}
 	if bed.pinBase != "" {
 		errs = append(errs, os.RemoveAll(bed.pinBase))
@@ -249,14 +252,14 @@ func (bed *vlBed) setup() error {
 	if bed.tmp, err = os.MkdirTemp("", "xdplb-bench-vrrpload-"); err != nil {
 		return err
 	}
-	if bed.topo, err = newTopo(); err != nil {
+	if bed.topo, err = netns.OpenLAN(nsPrefix); err != nil {
 		return err
 	}
-	bed.pinBase = "/sys/fs/bpf/xdplb-bench-" + bed.topo.id
-	if bed.a, err = bed.topo.addNode("a", foAddrA); err != nil {
+	bed.pinBase = "/sys/fs/bpf/xdplb-bench-" + bed.topo.ID
+	if bed.a, err = bed.topo.Add("a", foAddrA); err != nil {
 		return err
 	}
-	if bed.b, err = bed.topo.addNode("b", foAddrB); err != nil {
+	if bed.b, err = bed.topo.Add("b", foAddrB); err != nil {
 		return err
 	}
 	sink, err := sinkProg()
@@ -264,15 +267,15 @@ func (bed *vlBed) setup() error {
 		return fmt.Errorf("load the peer's sink program: %w", err)
 	}
 	bed.progs = append(bed.progs, sink)
-	for _, n := range []*foNode{bed.a, bed.b} {
-		err := bed.topo.lan.do(func() error {
-			l, err := netlink.LinkByName("p-" + n.role)
+	for _, n := range []*netns.Node{bed.a, bed.b} {
+		err := bed.topo.Do(func() error {
+			l, err := netlink.LinkByName("p-" + n.Role)
 			if err != nil {
 				return err
 			}
 			xl, err := link.AttachXDP(link.XDPOptions{Program: sink, Interface: l.Attrs().Index, Flags: link.XDPDriverMode})
 			if err != nil {
-				return fmt.Errorf("attach the sink to p-%s: %w", n.role, err)
+				return fmt.Errorf("attach the sink to p-%s: %w", n.Role, err)
 			}
 			bed.links = append(bed.links, xl)
 			return nil
@@ -283,13 +286,13 @@ func (bed *vlBed) setup() error {
 	}
 	iv := bed.opts.Interval
 	for i, d := range []struct {
-		n    *foNode
+		n    *netns.Node
 		name string
 		prio int
 		rs   string
 	}{
-		{bed.b, "b", foPrioB, fmt.Sprintf("      - address: %s\n        local: true\n", bed.b.addr.Addr())},
-		{bed.a, "a", foPrioA, fmt.Sprintf("      - address: %s\n        mac: %s\n", bed.b.addr.Addr(), bed.b.mac)},
+		{bed.b, "b", foPrioB, fmt.Sprintf("      - address: %s\n        local: true\n", bed.b.Addr())},
+		{bed.a, "a", foPrioA, fmt.Sprintf("      - address: %s\n        mac: %s\n", bed.b.Addr(), bed.b.MAC)},
 	} {
 		conf := filepath.Join(bed.tmp, d.name+".conf")
 		text := fmt.Sprintf(`# xdplb bench vrrp-load, director %s
@@ -313,13 +316,13 @@ services:
     advert_interval: %v
     preempt: true
     vips: [%s]
-`, d.name, foNodeDev, foVIP, foPort, d.rs, foVRID, foNodeDev, foVRID, d.prio, iv, foVIP)
+`, d.name, netns.NodeLink, foVIP, foPort, d.rs, foVRID, netns.NodeLink, foVRID, d.prio, iv, foVIP)
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			return err
 		}
 		sock := filepath.Join(bed.tmp, d.name+".sock")
 		bed.socks[1-i] = sock // socks[0] = A, socks[1] = B
-		p, err := startProc(d.n.foNS, "xdplb@"+d.name, filepath.Join(bed.tmp, d.name+".log"), bed.opts.XDPLB,
+		p, err := testbed.StartProc(d.n.Path, "xdplb@"+d.name, filepath.Join(bed.tmp, d.name+".log"), bed.opts.XDPLB,
 			"--pin-root", filepath.Join(bed.pinBase, d.name), "run", "--config", conf, "--mode", bed.opts.Mode,
 			"--status-socket", sock, "--detach-on-exit")
 		if err != nil {
@@ -336,19 +339,19 @@ services:
 			break
 		}
 		for _, p := range bed.procs {
-			if !p.running() {
-				return fmt.Errorf("%s exited (%v); log:\n%s", p.name, p.waitErr, p.logTail(20))
+			if !p.Running() {
+				return fmt.Errorf("%s exited (%v); log:\n%s", p.Name, p.WaitErr(), p.LogTail(20))
 			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("A did not become Master with B Backup (A %s %v, B %s %v)\nA's log:\n%s\nB's log:\n%s",
-				sa.State, ea, sb.State, eb, bed.procs[1].logTail(15), bed.procs[0].logTail(15))
+				sa.State, ea, sb.State, eb, bed.procs[1].LogTail(15), bed.procs[0].LogTail(15))
 		}
 		if err := sleepCtx(bed.ctx, 50*time.Millisecond); err != nil {
 			return err
 		}
 	}
-	o, err := loader.OpenAnyNamespace(filepath.Join(bed.pinBase, "a"), foNodeDev)
+	o, err := loader.OpenAnyNamespace(filepath.Join(bed.pinBase, "a"), netns.NodeLink)
 	if err != nil {
 		return fmt.Errorf("open A's pinned maps: %w", err)
 	}
@@ -390,8 +393,8 @@ type vlLinkStats struct{ aTxDrop, peerRxDrop, bRxDrop uint64 }
 
 func (bed *vlBed) linkStats() (vlLinkStats, error) {
 	var s vlLinkStats
-	get := func(ns *foNS, name string, f func(*netlink.LinkStatistics)) error {
-		return ns.do(func() error {
+	get := func(ns *netns.NS, name string, f func(*netlink.LinkStatistics)) error {
+		return ns.Do(func() error {
 			l, err := netlink.LinkByName(name)
 			if err != nil {
 				return err
@@ -403,9 +406,9 @@ func (bed *vlBed) linkStats() (vlLinkStats, error) {
 		})
 	}
 	err := errors.Join(
-		get(bed.a.foNS, foNodeDev, func(st *netlink.LinkStatistics) { s.aTxDrop = st.TxDropped }),
-		get(bed.topo.lan, "p-a", func(st *netlink.LinkStatistics) { s.peerRxDrop = st.RxDropped }),
-		get(bed.b.foNS, foNodeDev, func(st *netlink.LinkStatistics) { s.bRxDrop = st.RxDropped }))
+		get(bed.a.NS, netns.NodeLink, func(st *netlink.LinkStatistics) { s.aTxDrop = st.TxDropped }),
+		get(bed.topo.NS, "p-a", func(st *netlink.LinkStatistics) { s.peerRxDrop = st.RxDropped }),
+		get(bed.b.NS, netns.NodeLink, func(st *netlink.LinkStatistics) { s.bRxDrop = st.RxDropped }))
 	return s, err
 }
 
@@ -414,7 +417,7 @@ func (bed *vlBed) generate(prog *ebpf.Program, ifindex int, pkt []byte, repeat u
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread leaves the host namespace
-		if err := netns.Set(bed.topo.lan.handle); err != nil {
+		if err := vnetns.Set(bed.topo.Handle()); err != nil {
 			errc <- err
 			return
 		}
@@ -436,13 +439,13 @@ func (bed *vlBed) run() (VRRPLoadResult, error) {
 	o := bed.opts
 	res := VRRPLoadResult{IntervalMs: ms(o.Interval), Mode: o.Mode, Generators: o.Generators,
 		MasterDownMs: ms(3*o.Interval + foSkew(3, foPrioB, o.Interval)), AStates: map[string]int{}, BStates: map[string]int{}}
-	gen, err := txProg(bed.a.mac, net.HardwareAddr(clientMAC[:]))
+	gen, err := txProg(bed.a.MAC, net.HardwareAddr(clientMAC[:]))
 	if err != nil {
 		return res, fmt.Errorf("load the generator program: %w", err)
 	}
 	bed.progs = append(bed.progs, gen)
 	var ifindex int
-	if err := bed.topo.lan.do(func() error {
+	if err := bed.topo.Do(func() error {
 		l, err := netlink.LinkByName("p-a")
 		if err == nil {
 			ifindex = l.Attrs().Index
@@ -451,7 +454,7 @@ func (bed *vlBed) run() (VRRPLoadResult, error) {
 	}); err != nil {
 		return res, err
 	}
-	pkt := frame(clientMAC, [6]byte(bed.a.mac), netip.MustParseAddr("10.98.0.50"), foVIP, 40000, uint16(foPort))
+	pkt := frame(clientMAC, [6]byte(bed.a.MAC), netip.MustParseAddr("10.98.0.50"), foVIP, 40000, uint16(foPort))
 
 	// Check that the frames reach A's program and are balanced (tx), before timing anything.
 	c0, err := bed.counters()
@@ -483,7 +486,7 @@ func (bed *vlBed) run() (VRRPLoadResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("B's status: %w", err)
 	}
-	adv, err := watchAdvertsTS(bed.b.foNS, bed.a.addr.Addr())
+	adv, err := watchAdvertsTS(bed.b.NS, bed.a.Addr())
 	if err != nil {
 		return res, err
 	}
@@ -668,7 +671,7 @@ func (bed *vlBed) generateN(prog *ebpf.Program, ifindex int, pkt []byte, n uint3
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked
-		if err := netns.Set(bed.topo.lan.handle); err != nil {
+		if err := vnetns.Set(bed.topo.Handle()); err != nil {
 			errc <- err
 			return
 		}
@@ -698,10 +701,10 @@ type vlAdverts struct {
 	closed atomic.Bool
 }
 
-func watchAdvertsTS(ns *foNS, src netip.Addr) (*vlAdverts, error) {
+func watchAdvertsTS(ns *netns.NS, src netip.Addr) (*vlAdverts, error) {
 	w := &vlAdverts{fd: -1, src: src, done: make(chan struct{})}
-	err := ns.do(func() error {
-		ifi, err := net.InterfaceByName(foNodeDev)
+	err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(netns.NodeLink)
 		if err != nil {
 			return err
 		}
@@ -727,7 +730,7 @@ func watchAdvertsTS(ns *foNS, src netip.Addr) (*vlAdverts, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("advert watcher in %s: %w", ns.name, err)
+		return nil, fmt.Errorf("advert watcher in %s: %w", ns.Name, err)
 	}
 	go w.loop()
 	return w, nil

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xdplb/xdplb/internal/testbed/packet"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/packet"
 )
 
 // l4Packet is what the oracle's parser extracts from a frame it would balance.

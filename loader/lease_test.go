@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdplb/xdplb/internal/testbed/packet"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/packet"
 )
 
 // TestXDPDirectorLease is the data path's side of a director whose daemon is alive, killed or

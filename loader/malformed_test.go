@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/xdplb/xdplb/internal/testbed/packet"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/packet"
 )
 
 // TestXDPMalformed feeds broken and unusual frames to one loaded program. Only frames that are

@@ -3,8 +3,8 @@ package loader_test
 import (
 	"testing"
 
+	"github.com/xdplb/xdplb/internal/testbed/packet"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/packet"
 )
 
 // TestXDPOwnMAC: once the loader has written the interface MAC into meta (as attach does), a

@@ -11,8 +11,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/xdplb/xdplb/internal/testbed/packet"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/packet"
 )
 
 // progCase is one BPF_PROG_TEST_RUN of the program on a fresh copy of the test world.

@@ -14,8 +14,8 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdplb/xdplb/internal/testbed/packet"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/packet"
 )
 
 // XDP verdicts (enum xdp_action).

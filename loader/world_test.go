@@ -3,8 +3,8 @@ package loader_test
 import (
 	"net/netip"
 
+	"github.com/xdplb/xdplb/internal/testbed/packet"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/packet"
 )
 
 // The test world: a client behind a router, one director, a peer director, real servers.

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // TestAttachFailedModeChange: asking for a mode the driver lacks must leave the running data

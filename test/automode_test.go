@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // TestAttachAutoModeVeth (issue 11 point 4): a node of a LAN whose eth0 is a veth with its peer

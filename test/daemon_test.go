@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplb/xdplb/test/mariadb"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/mariadb"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // The daemon's topology: a client, a director holding the VIP, and three MariaDB real servers

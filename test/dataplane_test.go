@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // The LVS-DR topology of the seeds on one bridge: a client, a director holding the VIP, and two

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // director is a node running the xdplb CLI against its own pin root.

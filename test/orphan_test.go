@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/control"
-	"github.com/xdplb/xdplb/test/cluster"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/cluster"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // TestOrphanedDirector: the seeds' cluster (two directors that are also real servers) with the

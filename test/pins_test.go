@@ -12,7 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // TestTwoDirectorsOnOneHost: two directors in two network namespaces of one host share one

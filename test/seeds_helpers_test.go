@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/control"
+	"github.com/xdplb/xdplb/internal/testbed/cluster"
+	"github.com/xdplb/xdplb/internal/testbed/keepalived"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/cluster"
-	"github.com/xdplb/xdplb/test/keepalived"
-	"github.com/xdplb/xdplb/test/netns"
 )
 
 // seedTB is the TB the cluster gets: failures go to the subtest running now (t.Fatalf must be

@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplb/xdplb/test/cluster"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/cluster"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
-// TestSeeds is the acceptance test of the seeds' topology (test/cluster): a MySQL primary db1,
+// TestSeeds is the acceptance test of the seeds' topology (internal/testbed/cluster): a MySQL primary db1,
 // two replicas db2 and db3 that are also the directors (VRRP between them), a client, the VIP
 // 10.0.0.100 with the writer :3306 and the reader :3307. One cluster for every step; the steps
 // run in order and each leaves the cluster in the state the next expects.

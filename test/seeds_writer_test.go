@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplb/xdplb/test/cluster"
+	"github.com/xdplb/xdplb/internal/testbed/cluster"
 )
 
 // writerView is what a director says of the writer service: the nodes in its ring (from the

@@ -21,8 +21,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/xdplb/xdplb/test/keepalived"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/keepalived"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // The VRRP topology: one LAN with two xdplb directors (a, b), a node running keepalived (ka, the
@@ -270,26 +270,7 @@ func linkSet(t *testing.T, n *netns.Node, updown string) {
 }
 
 // hasVIP reports whether the VIP is on the node's eth0.
-func hasVIP(n *netns.Node) (bool, error) {
-	var has bool
-	err := n.Do(func() error {
-		l, err := netlink.LinkByName(netns.NodeLink)
-		if err != nil {
-			return err
-		}
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == vrVIP {
-				has = true
-			}
-		}
-		return nil
-	})
-	return has, err
-}
+func hasVIP(n *netns.Node) (bool, error) { return n.HasAddr(vrVIP) }
 
 // mustHaveVIP fails the test unless the VIP's presence on the node's eth0 is want.
 func mustHaveVIP(t *testing.T, n *netns.Node, want bool) {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // VRRP between two xdplb directors, and between xdplb and keepalived 2.2.7, on one LAN:

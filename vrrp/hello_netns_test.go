@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 	"github.com/xdplb/xdplb/internal/wait"
-	"github.com/xdplb/xdplb/test/netns"
 	"golang.org/x/sys/unix"
 )
 

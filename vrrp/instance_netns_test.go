@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 	"github.com/xdplb/xdplb/internal/wait"
-	"github.com/xdplb/xdplb/test/netns"
 )
 
 // ioTestWriter sends log lines to t.Log until the test ends.
@@ -97,23 +97,7 @@ func (r *ioRunning) peer(addr netip.Addr) (Peer, bool) {
 // ioHasAddr reports whether eth0 of node holds a.
 func ioHasAddr(t *testing.T, node *netns.Node, a netip.Addr) bool {
 	t.Helper()
-	found := false
-	err := node.Do(func() error {
-		l, err := netlink.LinkByName(netns.NodeLink)
-		if err != nil {
-			return err
-		}
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			return err
-		}
-		for _, x := range addrs {
-			if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a {
-				found = true
-			}
-		}
-		return nil
-	})
+	found, err := node.HasAddr(a)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"runtime"
@@ -15,10 +16,6 @@ import (
 
 	"github.com/xdplb/xdplb/bench"
 )
-
-// benchSections in the order they run. Each has a --NAME=false flag to skip it, and --only
-// picks a subset.
-var benchSections = []string{"dataplane", "control-plane", "scaling", "failover", "vrrp-load", "throughput", "sysbench"}
 
 // benchRun holds one invocation's settings and results while the sections run.
 type benchRun struct {
@@ -49,7 +46,7 @@ func (e *env) benchCmd() *cli.Command {
 			"throughput section's frames out of a real interface. See bench/README.md.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "quick", Usage: "fewer rounds, shorter runs, no failover or vrrp-load unless named (under a minute): a smoke test, not figures to publish"},
-			&cli.StringFlag{Name: "only", Usage: "run these sections only, comma-separated: " + strings.Join(benchSections, ", ")},
+			&cli.StringFlag{Name: "only", Usage: "run these sections only, comma-separated: " + strings.Join(benchSectionNames(), ", ")},
 			&cli.IntFlag{Name: "rounds", Usage: "interleaved rounds per data-path and scaling case (median reported)"},
 			&cli.IntFlag{Name: "repeat", Usage: "runs per round of a data-path and scaling case"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
@@ -85,9 +82,9 @@ func (e *env) benchCmd() *cli.Command {
 			for _, s := range todo {
 				t0 := time.Now()
 				if err := run.section(s); err != nil {
-					return fmt.Errorf("%s: %w", s, err)
+					return fmt.Errorf("%s: %w", s.name, err)
 				}
-				run.took = append(run.took, sectionTime{s, time.Since(t0).Seconds()})
+				run.took = append(run.took, sectionTime{s.name, time.Since(t0).Seconds()})
 			}
 			run.out["elapsed"] = map[string]any{"total_seconds": time.Since(start).Seconds(), "sections": run.took}
 			if run.jsonOut {
@@ -109,7 +106,7 @@ func (e *env) benchCmd() *cli.Command {
 }
 
 // newBenchRun checks the flags and returns the sections to run.
-func (e *env) newBenchRun(c *cli.Context) (*benchRun, []string, error) {
+func (e *env) newBenchRun(c *cli.Context) (*benchRun, []benchSection, error) {
 	if n := c.Int("rounds"); c.IsSet("rounds") && n < 1 {
 		return nil, nil, usagef("--rounds must be >= 1")
 	}
@@ -135,25 +132,26 @@ func (e *env) newBenchRun(c *cli.Context) (*benchRun, []string, error) {
 			return nil, nil, usagef("--out %s exists: results are never overwritten (choose another file, or a directory)", out)
 		}
 	}
-	var todo []string
+	var todo []benchSection
 	if only := c.String("only"); only != "" {
-		for _, s := range strings.Split(only, ",") {
-			s = strings.TrimSpace(s)
-			if !slices.Contains(benchSections, s) {
-				return nil, nil, usagef("--only: unknown section %q; want one or more of %s", s, strings.Join(benchSections, ", "))
-			}
-			if !slices.Contains(todo, s) {
-				todo = append(todo, s)
+		names := strings.Split(only, ",")
+		for i := range names {
+			names[i] = strings.TrimSpace(names[i])
+			if !slices.Contains(benchSectionNames(), names[i]) {
+				return nil, nil, usagef("--only: unknown section %q; want one or more of %s", names[i], strings.Join(benchSectionNames(), ", "))
 			}
 		}
 		// Run in the usual order whatever order they were given in.
-		slices.SortFunc(todo, func(a, b string) int { return slices.Index(benchSections, a) - slices.Index(benchSections, b) })
+		for _, s := range benchSections {
+			if slices.Contains(names, s.name) {
+				todo = append(todo, s)
+			}
+		}
 	} else {
 		for _, s := range benchSections {
 			// --quick stays under a minute: the two VRRP sections take minutes, so they run
 			// only when asked for.
-			slow := s == "failover" || s == "vrrp-load"
-			if c.Bool(s) && (!c.Bool("quick") || !slow || c.IsSet(s)) {
+			if c.Bool(s.name) && (!c.Bool("quick") || !s.slow || c.IsSet(s.name)) {
 				todo = append(todo, s)
 			}
 		}
@@ -165,7 +163,7 @@ func (e *env) newBenchRun(c *cli.Context) (*benchRun, []string, error) {
 		return nil, nil, usagef("--iface-dst needs --iface")
 	}
 	if c.IsSet("iface") {
-		if !slices.Contains(todo, "throughput") {
+		if !slices.ContainsFunc(todo, func(s benchSection) bool { return s.name == "throughput" }) {
 			return nil, nil, usagef("--iface is used by the throughput section, which is not run")
 		}
 		if c.String("iface-dst") == "" {
@@ -178,9 +176,15 @@ func (e *env) newBenchRun(c *cli.Context) (*benchRun, []string, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil, fmt.Errorf("xdplb bench needs root (BPF_PROG_TEST_RUN, network namespaces): run it with sudo")
 	}
+	var names []string
+	daemons := false // the failover and vrrp-load sections run xdplb as a daemon
+	for _, s := range todo {
+		names = append(names, s.name)
+		daemons = daemons || s.name == "failover" || s.name == "vrrp-load"
+	}
 	run := &benchRun{e: e, c: c, quick: c.Bool("quick"), jsonOut: c.Bool("json"),
-		out: map[string]any{"cpus": runtime.NumCPU(), "sections_run": todo}}
-	if slices.Contains(todo, "failover") || slices.Contains(todo, "vrrp-load") {
+		out: map[string]any{"cpus": runtime.NumCPU(), "sections_run": names}}
+	if daemons {
 		run.bin = c.String("xdplb")
 		if run.bin == "" {
 			exe, err := os.Executable()
@@ -210,168 +214,186 @@ func (r *benchRun) heading(format string, args ...any) {
 	fmt.Fprintf(r.e.stdout, format, args...)
 }
 
-func (r *benchRun) section(name string) error {
-	c, w := r.c, r.e.stdout
-	switch name {
-	case "dataplane":
+// benchSection is one section of `xdplb bench`: run measures and returns what it found.
+type benchSection struct {
+	name string
+	slow bool // takes minutes: --quick runs it only when it is named
+	run  func(r *benchRun) (benchOutput, error)
+}
+
+// benchOutput is what a section measured: its entries in the JSON output and results file, the
+// heading of its table and the table.
+type benchOutput struct {
+	results map[string]any
+	heading string
+	print   func(io.Writer) error
+}
+
+// section runs one section, keeps its results and prints its table (unless --json).
+func (r *benchRun) section(s benchSection) error {
+	o, err := s.run(r)
+	if err != nil {
+		return err
+	}
+	maps.Copy(r.out, o.results)
+	if r.jsonOut {
+		return nil
+	}
+	r.heading("%s", o.heading)
+	return o.print(r.e.stdout)
+}
+
+// roundsRepeat applies --rounds and --repeat.
+func (r *benchRun) roundsRepeat(rounds, repeat *int) {
+	if r.c.IsSet("rounds") {
+		*rounds = r.c.Int("rounds")
+	}
+	if r.c.IsSet("repeat") {
+		*repeat = r.c.Int("repeat")
+	}
+}
+
+// benchSections in the order they run. Each has a --NAME=false flag to skip it, and --only
+// picks a subset.
+var benchSections = []benchSection{
+	{name: "dataplane", run: func(r *benchRun) (benchOutput, error) {
 		opts := bench.DefaultOptions()
 		if r.quick {
 			opts = bench.QuickOptions()
 		}
-		if c.IsSet("rounds") {
-			opts.Rounds = c.Int("rounds")
-		}
-		if c.IsSet("repeat") {
-			opts.Repeat = c.Int("repeat")
-		}
+		r.roundsRepeat(&opts.Rounds, &opts.Repeat)
 		res, err := bench.DataPlane(opts)
-		if err != nil {
-			return err
-		}
-		r.out["dataplane_options"], r.out["dataplane"] = opts, res
-		if r.jsonOut {
-			return nil
-		}
-		r.heading("data path, BPF_PROG_TEST_RUN, %d rounds x at least %d runs (more for fast paths: 40 ms of program time at least), median per path:\n", opts.Rounds, opts.Repeat)
-		return bench.Print(w, res)
-
-	case "control-plane":
+		return benchOutput{
+			results: map[string]any{"dataplane_options": opts, "dataplane": res},
+			heading: fmt.Sprintf("data path, BPF_PROG_TEST_RUN, %d rounds x at least %d runs (more for fast paths: 40 ms of program time at least), median per path:\n", opts.Rounds, opts.Repeat),
+			print:   func(w io.Writer) error { return bench.Print(w, res) },
+		}, err
+	}},
+	{name: "control-plane", run: func(r *benchRun) (benchOutput, error) {
 		rounds, healthFor := 5, 10*time.Second
 		if r.quick {
 			rounds, healthFor = 1, 2*time.Second
 		}
 		mg, err := bench.Maglev(rounds)
 		if err != nil {
-			return err
+			return benchOutput{}, err
 		}
 		hc, err := bench.HealthCPU(1000, healthFor)
 		if err != nil {
-			return fmt.Errorf("health checks: %w", err)
+			return benchOutput{}, fmt.Errorf("health checks: %w", err)
 		}
-		r.out["maglev"], r.out["health_checks"] = mg, hc
-		if r.jsonOut {
-			return nil
-		}
-		r.heading("control plane (median of %d rounds, ring size 65537):\n", rounds)
-		return bench.PrintControlPlane(w, mg, hc)
-
-	case "scaling":
+		return benchOutput{
+			results: map[string]any{"maglev": mg, "health_checks": hc},
+			heading: fmt.Sprintf("control plane (median of %d rounds, ring size 65537):\n", rounds),
+			print:   func(w io.Writer) error { return bench.PrintControlPlane(w, mg, hc) },
+		}, nil
+	}},
+	{name: "scaling", run: func(r *benchRun) (benchOutput, error) {
 		opts := bench.DefaultScalingOptions()
 		if r.quick {
 			opts = bench.QuickScalingOptions()
 		}
-		if c.IsSet("rounds") {
-			opts.Rounds = c.Int("rounds")
-		}
-		if c.IsSet("repeat") {
-			opts.Repeat = c.Int("repeat")
-		}
+		r.roundsRepeat(&opts.Rounds, &opts.Repeat)
 		sc, err := bench.Scaling(opts)
-		if err != nil {
-			return err
-		}
-		r.out["scaling"] = sc
-		if r.jsonOut {
-			return nil
-		}
-		r.heading("scaling, BPF_PROG_TEST_RUN, median per row; target: services and backends rows within 10%% of the first row:\n")
-		return bench.PrintScaling(w, sc)
-
-	case "failover":
+		return benchOutput{
+			results: map[string]any{"scaling": sc},
+			heading: "scaling, BPF_PROG_TEST_RUN, median per row; target: services and backends rows within 10% of the first row:\n",
+			print:   func(w io.Writer) error { return bench.PrintScaling(w, sc) },
+		}, err
+	}},
+	{name: "failover", slow: true, run: func(r *benchRun) (benchOutput, error) {
 		opts := bench.DefaultFailoverOptions(r.bin)
 		if r.quick {
 			opts = bench.QuickFailoverOptions(r.bin)
 		}
-		opts.Keepalived = c.String("keepalived")
-		if c.IsSet("failover-rounds") {
-			opts.Rounds = c.Int("failover-rounds")
+		opts.Keepalived = r.c.String("keepalived")
+		if r.c.IsSet("failover-rounds") {
+			opts.Rounds = r.c.Int("failover-rounds")
 		}
 		opts.Progress = r.progress()
 		fo, err := bench.Failover(opts)
-		if err != nil {
-			return err
-		}
-		r.out["failover"] = fo
-		if r.jsonOut {
-			return nil
-		}
-		r.heading("failover: Master A (priority 150) link down + kill -9 -> first answer from B (priority 100) through the VIP,\n"+
-			"client probes every %v; the kill falls at a random phase of A's advert period, so 'from last advert' (A's last advert\n"+
-			"-> first answer) is the phase-free figure: target 3 x interval + Skew_Time(100) + 20 ms on the max of both; VRRPv2 at 1s, v3 below:\n", opts.ProbeEvery)
-		return bench.PrintFailover(w, fo)
-
-	case "vrrp-load":
+		return benchOutput{
+			results: map[string]any{"failover": fo},
+			heading: fmt.Sprintf("failover: Master A (priority 150) link down + kill -9 -> first answer from B (priority 100) through the VIP,\n"+
+				"client probes every %v; the kill falls at a random phase of A's advert period, so 'from last advert' (A's last advert\n"+
+				"-> first answer) is the phase-free figure: target 3 x interval + Skew_Time(100) + 20 ms on the max of both; VRRPv2 at 1s, v3 below:\n", opts.ProbeEvery),
+			print: func(w io.Writer) error { return bench.PrintFailover(w, fo) },
+		}, err
+	}},
+	{name: "vrrp-load", slow: true, run: func(r *benchRun) (benchOutput, error) {
 		opts := bench.DefaultVRRPLoadOptions(r.bin)
 		if r.quick {
 			opts = bench.QuickVRRPLoadOptions(r.bin)
 		}
-		if c.IsSet("vrrp-load-duration") {
-			opts.Duration = c.Duration("vrrp-load-duration")
+		if r.c.IsSet("vrrp-load-duration") {
+			opts.Duration = r.c.Duration("vrrp-load-duration")
 		}
-		if c.IsSet("vrrp-load-threads") {
-			opts.Generators = c.Int("vrrp-load-threads")
+		if r.c.IsSet("vrrp-load-threads") {
+			opts.Generators = r.c.Int("vrrp-load-threads")
 		}
 		opts.Progress = r.progress()
 		vl, err := bench.VRRPUnderLoad(opts)
 		if err != nil {
-			return err
+			return benchOutput{}, err
 		}
-		r.out["vrrp_under_load"] = vl
-		if r.jsonOut {
-			return nil
-		}
-		r.heading("VRRP under load: A (priority 150, Master) and B (100), VRRPv3 at %v; live frames (XDP_TX on A's bridge-side\n"+
-			"veth peer) to VIP:%d straight into A's XDP program, balanced to B and XDP_TX'd; both states sampled every interval:\n",
-			time.Duration(vl.IntervalMs*float64(time.Millisecond)), 3306)
-		return bench.PrintVRRPLoad(w, vl)
-
-	case "throughput":
+		return benchOutput{
+			results: map[string]any{"vrrp_under_load": vl},
+			heading: fmt.Sprintf("VRRP under load: A (priority 150, Master) and B (100), VRRPv3 at %v; live frames (XDP_TX on A's bridge-side\n"+
+				"veth peer) to VIP:%d straight into A's XDP program, balanced to B and XDP_TX'd; both states sampled every interval:\n",
+				time.Duration(vl.IntervalMs*float64(time.Millisecond)), 3306),
+			print: func(w io.Writer) error { return bench.PrintVRRPLoad(w, vl) },
+		}, nil
+	}},
+	{name: "throughput", run: func(r *benchRun) (benchOutput, error) {
 		opts := bench.DefaultThroughputOptions()
 		if r.quick {
 			opts = bench.QuickThroughputOptions()
 		}
-		if c.IsSet("throughput-duration") {
-			opts.Duration = c.Duration("throughput-duration")
+		if r.c.IsSet("throughput-duration") {
+			opts.Duration = r.c.Duration("throughput-duration")
 		}
-		if c.IsSet("iface") {
-			opts.Iface = c.String("iface")
-			opts.IfaceDst, _ = net.ParseMAC(c.String("iface-dst")) // checked in newBenchRun
+		if r.c.IsSet("iface") {
+			opts.Iface = r.c.String("iface")
+			opts.IfaceDst, _ = net.ParseMAC(r.c.String("iface-dst")) // checked in newBenchRun
 		}
 		opts.Progress = r.progress()
 		tp, err := bench.Throughput(opts)
 		if err != nil {
-			return err
+			return benchOutput{}, err
 		}
-		r.out["throughput"] = tp
-		if r.jsonOut {
-			return nil
-		}
-		r.heading("throughput on %s, live frames, %g s per case: (a) minimal XDP_TX program, (b) xdplb, (c) nftables netdev ingress\n"+
-			"ether daddr map + fwd; (a) and (b) interleaved in 0.5 s slices; target (b) >= 0.9x (a) and >= 4x (c):\n", tp.Where, tp.DurationS)
-		return bench.PrintThroughput(w, tp)
-
-	case "sysbench":
+		return benchOutput{
+			results: map[string]any{"throughput": tp},
+			heading: fmt.Sprintf("throughput on %s, live frames, %g s per case: (a) minimal XDP_TX program, (b) xdplb, (c) nftables netdev ingress\n"+
+				"ether daddr map + fwd; (a) and (b) interleaved in 0.5 s slices; target (b) >= 0.9x (a) and >= 4x (c):\n", tp.Where, tp.DurationS),
+			print: func(w io.Writer) error { return bench.PrintThroughput(w, tp) },
+		}, nil
+	}},
+	{name: "sysbench", run: func(r *benchRun) (benchOutput, error) {
 		opts := bench.DefaultSysbenchOptions()
 		if r.quick {
 			opts = bench.QuickSysbenchOptions()
 		}
-		if c.IsSet("sysbench-duration") {
-			opts.Duration = c.Duration("sysbench-duration")
+		if r.c.IsSet("sysbench-duration") {
+			opts.Duration = r.c.Duration("sysbench-duration")
 		}
 		opts.Progress = r.progress()
 		sb, err := bench.Sysbench(opts)
-		if err != nil {
-			return err
-		}
-		r.out["sysbench"] = sb
-		if r.jsonOut {
-			return nil
-		}
-		r.heading("sysbench oltp_read_only, %d threads, a MariaDB real server straight (direct) and through the VIP with xdplb\n"+
-			"attached natively (vip-native) and in generic mode (vip-generic), runs rotated; target: each VIP path >= 0.97x direct tps:\n", opts.Threads)
-		return bench.PrintSysbench(w, sb)
+		return benchOutput{
+			results: map[string]any{"sysbench": sb},
+			heading: fmt.Sprintf("sysbench oltp_read_only, %d threads, a MariaDB real server straight (direct) and through the VIP with xdplb\n"+
+				"attached natively (vip-native) and in generic mode (vip-generic), runs rotated; target: each VIP path >= 0.97x direct tps:\n", opts.Threads),
+			print: func(w io.Writer) error { return bench.PrintSysbench(w, sb) },
+		}, err
+	}},
+}
+
+// benchSectionNames are the sections' names, in order.
+func benchSectionNames() []string {
+	names := make([]string, len(benchSections))
+	for i, s := range benchSections {
+		names[i] = s.name
 	}
-	return fmt.Errorf("unknown section %q", name)
+	return names
 }
 
 func isDir(p string) bool {

@@ -24,9 +24,9 @@ import (
 	"github.com/xdplb/xdplb/control"
 	"github.com/xdplb/xdplb/control/config"
 	"github.com/xdplb/xdplb/internal/clock/clocktest"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 	"github.com/xdplb/xdplb/internal/wait"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/netns"
 )
 
 // topo is a veth pair: the director's end in this (the test's) network namespace, where the

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/control/config"
+	"github.com/xdplb/xdplb/internal/testbed/mariadb"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 	"github.com/xdplb/xdplb/internal/wait"
-	"github.com/xdplb/xdplb/test/mariadb"
-	"github.com/xdplb/xdplb/test/netns"
 )
 
 // mysqlBed is a LAN with a client node, where the probers' sockets live.

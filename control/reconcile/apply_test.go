@@ -18,8 +18,8 @@ import (
 	"github.com/xdplb/xdplb/control"
 	"github.com/xdplb/xdplb/control/config"
 	"github.com/xdplb/xdplb/control/health"
+	"github.com/xdplb/xdplb/internal/testbed/packet"
 	"github.com/xdplb/xdplb/loader"
-	"github.com/xdplb/xdplb/test/packet"
 )
 
 var testSizes = loader.Sizes{Services: 4, Backends: 16, Peers: 2, Conntrack: 1024, Persist: 1024, RingSize: 251}

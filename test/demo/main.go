@@ -1,7 +1,7 @@
 //go:build linux
 
 // Command demo is `make demo`: it builds the seeds' MySQL cluster in network namespaces
-// (test/cluster), narrates five steps and tears everything down, also on Ctrl-C or failure.
+// (internal/testbed/cluster), narrates five steps and tears everything down, also on Ctrl-C or failure.
 // See docs/demo.md.
 package main
 
@@ -23,7 +23,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/xdplb/xdplb/test/cluster"
+	"github.com/xdplb/xdplb/internal/testbed/cluster"
 )
 
 var begin = time.Now()
@@ -41,72 +41,27 @@ func sayAlways(format string, args ...any) {
 	fmt.Printf("[%5.1fs] %s\n", time.Since(begin).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// abort is the panic value of demoTB.Fatalf.
-type abort struct{}
+// failed is set by errorf: a check that failed without stopping the demo.
+var failed atomic.Bool
 
-// demoTB is the cluster's TB for a program: it prints, and Fatal aborts the demo (a panic that
-// main catches, tears down and exits 1).
-type demoTB struct {
-	mu       sync.Mutex
-	failed   atomic.Bool
-	cleanups []func()
-}
-
-func (t *demoTB) Helper() {}
-func (t *demoTB) Cleanup(f func()) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.cleanups = append(t.cleanups, f)
-}
-func (t *demoTB) Errorf(format string, args ...any) {
-	t.failed.Store(true)
-	if interrupted.Load() {
-		return // what fails while the teardown runs is no news
-	}
+// errorf reports a failed check and lets the demo go on.
+func errorf(format string, args ...any) {
+	failed.Store(true)
 	say("ERROR: "+format, args...)
 }
-func (t *demoTB) Fatal(args ...any) { t.Fatalf("%s", fmt.Sprint(args...)) }
-func (t *demoTB) Fatalf(format string, args ...any) {
-	t.failed.Store(true)
-	if !interrupted.Load() {
-		say("FAILED: "+format, args...)
-	}
-	panic(abort{})
-}
-func (t *demoTB) Failed() bool { return t.failed.Load() }
-func (t *demoTB) Logf(format string, args ...any) {
-	if !interrupted.Load() {
-		say(format, args...)
-	}
-}
-func (t *demoTB) Skipf(format string, args ...any) { t.Fatalf("cannot run: "+format, args...) }
 
-// teardown runs the cleanups, last first, until there is none left. It may run twice at once
-// (signal and main): the mutex serialises them.
-var teardownMu sync.Mutex
-
-func (t *demoTB) teardown() {
-	teardownMu.Lock()
-	defer teardownMu.Unlock()
-	for {
-		t.mu.Lock()
-		if len(t.cleanups) == 0 {
-			t.mu.Unlock()
-			return
+// teardown closes the cluster: daemons, MariaDB, XDP programs, pins, namespaces. It may run twice
+// at once (signal and main): Teardown serialises them, and each piece is torn down once.
+func teardown() {
+	c := theCluster.Load()
+	if c == nil {
+		return
+	}
+	if err := c.Teardown(); err != nil {
+		failed.Store(true)
+		if !interrupted.Load() { // what fails while an interrupt tears down is no news
+			say("ERROR: teardown: %v", err)
 		}
-		f := t.cleanups[len(t.cleanups)-1]
-		t.cleanups = t.cleanups[:len(t.cleanups)-1]
-		t.mu.Unlock()
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					if _, ok := r.(abort); !ok {
-						say("teardown: panic: %v", r)
-					}
-				}
-			}()
-			f()
-		}()
 	}
 }
 
@@ -121,7 +76,6 @@ func main() {
 	}
 	// The driver logs broken connections on stderr; the demo reports what matters itself.
 	_ = mysql.SetLogger(log.New(io.Discard, "", 0))
-	tb := &demoTB{}
 	mainDone := make(chan struct{})
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -129,16 +83,16 @@ func main() {
 		sig := <-sigs
 		interrupted.Store(true)
 		sayAlways("%v received: tearing everything down", sig)
-		tb.teardown()
+		teardown()
 		select {
 		case <-mainDone:
 		case <-time.After(10 * time.Second):
 		}
-		tb.teardown()
+		teardown()
 		report()
 		os.Exit(130)
 	}()
-	code := run(tb, *bin)
+	code := run(*bin)
 	close(mainDone)
 	if interrupted.Load() {
 		select {} // the signal goroutine exits
@@ -146,27 +100,24 @@ func main() {
 	os.Exit(code)
 }
 
-func run(tb *demoTB, bin string) (code int) {
-	var c *cluster.Cluster
+func run(bin string) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
-			if _, ok := r.(abort); !ok {
-				say("FAILED: panic: %v\n%s", r, debug.Stack())
-			}
+			say("FAILED: panic: %v\n%s", r, debug.Stack())
 			code = 1
 		}
 		if interrupted.Load() {
-			tb.teardown()
+			teardown()
 			return
 		}
 		say("5. Tearing down: daemons, MariaDB, XDP programs, pins, namespaces")
 		t0 := time.Now()
-		tb.teardown()
+		teardown()
 		say("   torn down in %v", time.Since(t0).Round(time.Millisecond))
 		if !report() {
 			code = 1
 		}
-		if code == 0 && tb.Failed() {
+		if code == 0 && failed.Load() {
 			code = 1
 		}
 		if code == 0 {
@@ -175,9 +126,22 @@ func run(tb *demoTB, bin string) (code int) {
 			say("demo FAILED after %v", time.Since(begin).Round(100*time.Millisecond))
 		}
 	}()
+	if err := demo(bin); err != nil {
+		if !interrupted.Load() {
+			say("FAILED: %v", err)
+		}
+		return 1
+	}
+	return 0
+}
 
+// demo runs steps 1 to 4; the first failure ends it.
+func demo(bin string) error {
 	say("Building the topology: a client, db1 (MariaDB primary), db2 and db3 (replicas + xdplb directors, VRRP)")
-	c = cluster.Start(tb, cluster.Options{Binary: bin, Created: func(c *cluster.Cluster) { theCluster.Store(c) }, Logf: func(f string, a ...any) { say("   "+f, a...) }})
+	c, err := cluster.Open(cluster.Options{Binary: bin, Created: func(c *cluster.Cluster) { theCluster.Store(c) }, Logf: func(f string, a ...any) { say("   "+f, a...) }})
+	if err != nil {
+		return err
+	}
 	say("   VIP %s: writer :%d -> primary only (writable check), reader :%d -> replicas (replication lag < 10s)",
 		cluster.VIP, cluster.WriterPort, cluster.ReaderPort)
 	for _, n := range []string{cluster.DB2, cluster.DB3} {
@@ -196,7 +160,7 @@ func run(tb *demoTB, bin string) (code int) {
 		who, err := c.ServerID(qctx, cluster.ReaderPort)
 		cancel()
 		if err != nil {
-			tb.Fatalf("query through the reader: %v", err)
+			return fmt.Errorf("query through the reader: %v", err)
 		}
 		seq = append(seq, who)
 		count[who]++
@@ -204,7 +168,7 @@ func run(tb *demoTB, bin string) (code int) {
 	say("   answers: %s", strings.Join(seq, " "))
 	say("   spread: %s", spread(count))
 	if count[cluster.DB1] > 0 || len(count) != 2 {
-		tb.Fatalf("expected the reader to spread over db2 and db3 only, seen %s", spread(count))
+		return fmt.Errorf("expected the reader to spread over db2 and db3 only, seen %s", spread(count))
 	}
 
 	// 2. list --stats on the Master.
@@ -213,7 +177,7 @@ func run(tb *demoTB, bin string) (code int) {
 	say("2. xdplb list --stats on the Master director (%s)", master)
 	out, err := c.List(master, "--stats")
 	if err != nil {
-		tb.Fatalf("%v", err)
+		return err
 	}
 	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
 		fmt.Println("     " + l)
@@ -227,19 +191,22 @@ func run(tb *demoTB, bin string) (code int) {
 	w := startWriter(c)
 	time.Sleep(time.Second)
 	say("   %d rows written so far; now: %s eth0 down + kill -9 of its xdplb", w.rows.Load(), master)
-	died := c.KillDirector(master)
+	died, err := c.PowerOff(master)
+	if err != nil {
+		return err
+	}
 	if _, err := c.WaitFor(5*time.Second, func() (bool, string) {
 		st, err := c.VRRP(backup)
 		return err == nil && st.State == "MASTER", ""
 	}); err != nil {
-		tb.Fatalf("expected %s to become Master within 5s of %s's death", backup, master)
+		return fmt.Errorf("expected %s to become Master within 5s of %s's death", backup, master)
 	}
 	say("   %s is VRRP Master %v after %s died", backup, time.Since(died).Round(time.Millisecond), master)
 	// Writes must go on: wait for 1.5 s of writes after the takeover.
 	n0 := w.rows.Load()
 	if _, err := c.WaitFor(10*time.Second, func() (bool, string) { return w.rows.Load() > n0+50, "" }); err != nil {
 		w.stop()
-		tb.Fatalf("writes did not resume within 10 s after the failover (last error: %v)", w.lastErr())
+		return fmt.Errorf("writes did not resume within 10 s after the failover (last error: %v)", w.lastErr())
 	}
 	res := w.stop()
 	say("   writes paused for %v (longest gap between two successful writes; 20 ms is the normal pace)", res.maxGap.Round(time.Millisecond))
@@ -250,20 +217,22 @@ func run(tb *demoTB, bin string) (code int) {
 	say("   connection survived: %s (connection id %s, %d rows written, %d errors)", survived, res.startID, res.rows, res.errors)
 	got, err := c.Node(cluster.DB1).DB.Query("SELECT COUNT(*) AS n FROM " + cluster.Database + ".writes")
 	if err != nil {
-		tb.Fatalf("count rows on db1: %v", err)
+		return fmt.Errorf("count rows on db1: %v", err)
 	}
 	say("   rows in %s.writes on db1: %s (every acknowledged write is there)", cluster.Database, got[0]["n"])
 	if fmt.Sprint(res.rows) != got[0]["n"] {
-		tb.Errorf("expected %d rows on db1, seen %s", res.rows, got[0]["n"])
+		errorf("expected %d rows on db1, seen %s", res.rows, got[0]["n"])
 	}
 	say("   %s comes back (link up, xdplb run): it stays Backup (nopreempt)", master)
-	c.StartDirector(master)
+	if err := c.LaunchDirector(master); err != nil {
+		return err
+	}
 	if last, err := c.WaitFor(10*time.Second, func() (bool, string) {
 		st, err := c.VRRP(master)
 		r, err2 := c.Ring(backup, cluster.ReaderPort)
 		return err == nil && err2 == nil && st.State == "BACKUP" && len(r) == 2, fmt.Sprintf("%s %s, reader ring on %s %v", master, st.State, backup, r)
 	}); err != nil {
-		tb.Fatalf("expected %s back as Backup and the reader ring whole again within 10s, seen %s", master, last)
+		return fmt.Errorf("expected %s back as Backup and the reader ring whole again within 10s, seen %s", master, last)
 	}
 	say("   %s: VRRP BACKUP, XDP %s mode; reader ring on %s is db2,db3 again", master, c.Node(master).Mode, backup)
 
@@ -273,9 +242,14 @@ func run(tb *demoTB, bin string) (code int) {
 	say("")
 	say("4. Stopping MySQL on the replica %s; watching the reader ring on the Master (%s)", victim, master)
 	t0 := time.Now()
-	c.StopMySQL(victim)
+	if err := c.StopDB(victim); err != nil {
+		return err
+	}
 	stopped := time.Since(t0)
-	left := waitRing(tb, c, master, t0, func(r []string) bool { return !slices.Contains(r, victim) }, "leave")
+	left, err := waitRing(c, master, t0, func(r []string) bool { return !slices.Contains(r, victim) }, "leave")
+	if err != nil {
+		return err
+	}
 	say("   mariadbd on %s stopped (SIGTERM, clean shutdown) in %v; %s left the reader ring %v after the SIGTERM",
 		victim, stopped.Round(time.Millisecond), victim, left.Round(time.Millisecond))
 	seq = nil
@@ -284,37 +258,42 @@ func run(tb *demoTB, bin string) (code int) {
 		who, err := c.ServerID(qctx, cluster.ReaderPort)
 		cancel()
 		if err != nil {
-			tb.Fatalf("query through the reader with %s out: %v", victim, err)
+			return fmt.Errorf("query through the reader with %s out: %v", victim, err)
 		}
 		seq = append(seq, who)
 	}
 	say("   reader answers now (4 new connections): %s", strings.Join(seq, " "))
 	if slices.Contains(seq, victim) {
-		tb.Fatalf("expected no answer from %s while its MySQL is stopped", victim)
+		return fmt.Errorf("expected no answer from %s while its MySQL is stopped", victim)
 	}
 	say("   starting MySQL on %s again", victim)
 	t0 = time.Now()
-	c.StartMySQL(victim)
+	if err := c.StartDB(victim); err != nil {
+		return err
+	}
 	accepting := time.Now()
-	back := waitRing(tb, c, master, accepting, func(r []string) bool { return slices.Contains(r, victim) }, "return")
+	back, err := waitRing(c, master, accepting, func(r []string) bool { return slices.Contains(r, victim) }, "return")
+	if err != nil {
+		return err
+	}
 	say("   mariadbd on %s accepts connections after %v; back in the reader ring %v after that (rise: 2 checks, 300 ms apart)",
 		victim, accepting.Sub(t0).Round(time.Millisecond), back.Round(time.Millisecond))
 	say("")
-	return 0
+	return nil
 }
 
 // waitRing waits until cond holds for the reader ring on the director and returns the time
 // from since to the poll where it held.
-func waitRing(tb *demoTB, c *cluster.Cluster, director string, since time.Time, cond func([]string) bool, what string) time.Duration {
+func waitRing(c *cluster.Cluster, director string, since time.Time, cond func([]string) bool, what string) (time.Duration, error) {
 	var at time.Time
 	if last, err := c.WaitFor(15*time.Second, func() (bool, string) {
 		r, err := c.Ring(director, cluster.ReaderPort)
 		at = time.Now()
 		return err == nil && cond(r), fmt.Sprintf("%v (%v)", r, err)
 	}); err != nil {
-		tb.Fatalf("expected the replica to %s the reader ring within 15 s, seen %s", what, last)
+		return 0, fmt.Errorf("expected the replica to %s the reader ring within 15 s, seen %s", what, last)
 	}
-	return at.Sub(since)
+	return at.Sub(since), nil
 }
 
 func spread(count map[string]int) string {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 func TestLAN(t *testing.T) {

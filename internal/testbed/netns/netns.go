@@ -23,20 +23,12 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/xdplb/xdplb/internal/testbed"
 )
 
-// TB is the part of testing.TB this package uses: *testing.T, *testing.B and *testing.F satisfy
-// it, and so can a program that is not a test (a demo that prints and aborts).
-type TB interface {
-	Helper()
-	Cleanup(func())
-	Errorf(format string, args ...any)
-	Fatal(args ...any)
-	Fatalf(format string, args ...any)
-	Failed() bool
-	Logf(format string, args ...any)
-	Skipf(format string, args ...any)
-}
+// TB is what the wrappers need from a test (*testing.T).
+type TB = testbed.TB
 
 // Prefix starts the name of every namespace this package creates.
 const Prefix = "xdplb-t-"
@@ -73,23 +65,41 @@ func NewNamed(tb TB, name string) *NS {
 	if os.Geteuid() != 0 {
 		tb.Skipf("creating network namespaces needs root (%v)", os.ErrPermission)
 	}
+	ns, err := Open(name)
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	tb.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			tb.Errorf("remove network namespace %s: %v", name, err)
+		}
+	})
+	return ns
+}
+
+// Open creates a network namespace with the given name, registered under /run/netns, with its
+// loopback interface up. The caller removes it with Close.
+func Open(name string) (*NS, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("create network namespace %s: needs root (%w)", name, os.ErrPermission)
+	}
 	ns, err := create(name)
 	if err != nil {
-		tb.Fatalf("create network namespace %s: %v", name, err)
+		return nil, fmt.Errorf("create network namespace %s: %w", name, err)
 	}
 	created.Lock()
 	created.names = append(created.names, name)
 	created.Unlock()
-	tb.Cleanup(func() {
-		if err := ns.remove(); err != nil {
-			tb.Errorf("remove network namespace %s: %v", name, err)
-		}
-	})
 	if err := ns.Do(func() error { return setLinkUp("lo") }); err != nil {
-		tb.Fatalf("namespace %s: %v", name, err)
+		_ = ns.remove()
+		return nil, fmt.Errorf("namespace %s: %w", name, err)
 	}
-	return ns
+	return ns, nil
 }
+
+// Close removes the namespace: its name and our handle. The kernel frees it, and with it its
+// interfaces, when the last socket, process and thread in it are gone.
+func (ns *NS) Close() error { return ns.remove() }
 
 // create makes a new namespace and bind-mounts it under /run/netns. It runs on a fresh OS
 // thread that is locked and never unlocked: unshare(CLONE_NEWNET) moves that thread, and the
@@ -233,3 +243,7 @@ func Leftovers() ([]string, error) {
 	}
 	return out, nil
 }
+
+// Handle is the namespace's file descriptor, for netlink calls that take one
+// (netlink.NsFd, netlink.AddrSubscribeAt) and for joining it (netns.Set on a locked thread).
+func (ns *NS) Handle() netns.NsHandle { return ns.handle }

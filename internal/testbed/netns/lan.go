@@ -5,17 +5,17 @@ package netns
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdplb/xdplb/internal/testbed/baseline"
 )
 
 // BridgeName is the bridge inside a LAN's namespace.
@@ -29,7 +29,11 @@ const NodeLink = "eth0"
 type LAN struct {
 	*NS        // the switch: holds the bridge and the node-side veths' peers
 	ID  string // random part shared by the names of all its namespaces
-	tb  TB
+	tb  TB     // for the wrappers (AddNode, AttachPassXDP); nil from OpenLAN
+
+	prefix string
+	mu     sync.Mutex
+	nodes  []*NS // node namespaces, removed by Close
 }
 
 // Node is a namespace with one interface, eth0, plugged into a LAN.
@@ -45,12 +49,36 @@ type Node struct {
 // Addr is the node's address on the LAN.
 func (n *Node) Addr() netip.Addr { return n.Prefix.Addr() }
 
-// NewLAN creates a namespace "xdplb-t-<id>-lan" with an up bridge and no IPv6 on its ports.
+// NewLAN creates a namespace "xdplb-t-<id>-lan" with an up bridge and no IPv6 on its ports. It
+// and every node added to it are removed in tb.Cleanup.
 func NewLAN(tb TB) *LAN {
 	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skipf("creating network namespaces needs root (%v)", os.ErrPermission)
+	}
+	l, err := OpenLAN(Prefix)
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	l.tb = tb
+	tb.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			tb.Errorf("remove LAN %s: %v", l.Name, err)
+		}
+	})
+	return l
+}
+
+// OpenLAN creates a namespace "<prefix><id>-lan" with an up bridge and no IPv6 on its ports.
+// Close removes it and its nodes.
+func OpenLAN(prefix string) (*LAN, error) {
 	id := RandomID()
-	l := &LAN{NS: NewNamed(tb, Prefix+id+"-lan"), ID: id, tb: tb}
-	err := l.Do(func() error {
+	ns, err := Open(prefix + id + "-lan")
+	if err != nil {
+		return nil, err
+	}
+	l := &LAN{NS: ns, ID: id, prefix: prefix}
+	err = l.Do(func() error {
 		if err := noIPv6ByDefault(); err != nil {
 			return err
 		}
@@ -61,27 +89,72 @@ func NewLAN(tb TB) *LAN {
 		return setLinkUp(BridgeName)
 	})
 	if err != nil {
-		tb.Fatalf("LAN %s: %v", l.Name, err)
+		_ = l.Close()
+		return nil, fmt.Errorf("LAN %s: %w", l.Name, err)
 	}
-	return l
+	return l, nil
 }
 
-// AddNode creates the namespace "xdplb-t-<id>-<role>" with eth0 addressed addrCIDR (IPv4 or IPv6,
+// ForTest makes AddNode and AttachPassXDP of a LAN from OpenLAN report to tb, as those of a LAN
+// from NewLAN do (for a LAN a test owns through another helper: the cluster). The LAN's Close
+// stays its owner's.
+func (l *LAN) ForTest(tb TB) { l.tb = tb }
+
+// Close removes the nodes' namespaces, last first, then the LAN's (their interfaces go with them
+// once no process is left inside).
+func (l *LAN) Close() error {
+	l.mu.Lock()
+	nodes := l.nodes
+	l.nodes = nil
+	l.mu.Unlock()
+	var errs []error
+	for i := len(nodes) - 1; i >= 0; i-- {
+		if err := nodes[i].Close(); err != nil {
+			errs = append(errs, fmt.Errorf("remove network namespace %s: %w", nodes[i].Name, err))
+		}
+	}
+	if err := l.NS.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("remove network namespace %s: %w", l.Name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// AddNode is [LAN.Add] for a test: a failure is fatal.
+func (l *LAN) AddNode(role, addrCIDR string) *Node {
+	if l.tb == nil {
+		panic("netns: AddNode on a LAN without a test (OpenLAN): use Add, or ForTest")
+	}
+	l.tb.Helper()
+	n, err := l.Add(role, addrCIDR)
+	if err != nil {
+		l.tb.Fatalf("AddNode(%q, %q): %v", role, addrCIDR, err)
+	}
+	return n
+}
+
+// Add creates the namespace "<prefix><id>-<role>" with eth0 addressed addrCIDR (IPv4 or IPv6,
 // with prefix length), wired to a new port of the LAN's bridge named "p-<role>". Both ends and
 // the node's loopback are up when it returns. IPv6 is off on IPv4-only nodes (no router
-// solicitations or DAD in captures); IPv6 addresses are added without DAD.
-func (l *LAN) AddNode(role, addrCIDR string) *Node {
-	l.tb.Helper()
+// solicitations or DAD in captures); IPv6 addresses are added without DAD. The LAN's Close
+// removes the node.
+func (l *LAN) Add(role, addrCIDR string) (*Node, error) {
 	prefix, err := netip.ParsePrefix(addrCIDR)
 	if err != nil {
-		l.tb.Fatalf("AddNode(%q, %q): want an address with prefix length: %v", role, addrCIDR, err)
+		return nil, fmt.Errorf("want an address with prefix length: %w", err)
 	}
 	peer := "p-" + role
 	if len(peer) > unix.IFNAMSIZ-1 {
-		l.tb.Fatalf("AddNode(%q): role too long for an interface name (%q is %d bytes, max %d)",
-			role, peer, len(peer), unix.IFNAMSIZ-1)
+		return nil, fmt.Errorf("role too long for an interface name (%q is %d bytes, max %d)",
+			peer, len(peer), unix.IFNAMSIZ-1)
 	}
-	n := &Node{NS: NewNamed(l.tb, Prefix+l.ID+"-"+role), Role: role, Prefix: prefix, PeerLink: peer, LAN: l}
+	ns, err := Open(l.prefix + l.ID + "-" + role)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.nodes = append(l.nodes, ns)
+	l.mu.Unlock()
+	n := &Node{NS: ns, Role: role, Prefix: prefix, PeerLink: peer, LAN: l}
 
 	err = n.Do(func() error {
 		if prefix.Addr().Is4() {
@@ -112,7 +185,7 @@ func (l *LAN) AddNode(role, addrCIDR string) *Node {
 		return netlink.LinkSetUp(eth)
 	})
 	if err != nil {
-		l.tb.Fatalf("AddNode(%q, %q): %v", role, addrCIDR, err)
+		return nil, err
 	}
 	err = l.Do(func() error {
 		p, err := netlink.LinkByName(peer)
@@ -129,39 +202,90 @@ func (l *LAN) AddNode(role, addrCIDR string) *Node {
 		return netlink.LinkSetUp(p)
 	})
 	if err != nil {
-		l.tb.Fatalf("AddNode(%q, %q): bridge side: %v", role, addrCIDR, err)
+		return nil, fmt.Errorf("bridge side: %w", err)
 	}
-	return n
+	return n, nil
 }
 
-// AttachPassXDP attaches a program that returns XDP_PASS to the bridge port of n, in native
-// (driver) mode, until cleanup. Native XDP_TX out of a veth needs an XDP program on its peer, or
-// the frames vanish (TESTBED.md).
+// AttachPassXDP is [LAN.AttachPass] for a test, detached in cleanup.
 func (l *LAN) AttachPassXDP(n *Node) {
-	l.tb.Helper()
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "xdp_pass",
-		Type:         ebpf.XDP,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
-	})
-	if err != nil {
-		l.tb.Fatalf("load XDP_PASS program: %v", err)
+	if l.tb == nil {
+		panic("netns: AttachPassXDP on a LAN without a test (OpenLAN): use AttachPass, or ForTest")
 	}
-	l.tb.Cleanup(func() { prog.Close() })
-	var xl link.Link
-	err = l.Do(func() error {
-		ifc, err := net.InterfaceByName(n.PeerLink)
-		if err != nil {
-			return err
-		}
-		xl, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
+	l.tb.Helper()
+	a, err := l.AttachPass(n)
+	if err != nil {
+		l.tb.Fatalf("%v", err)
+	}
+	l.tb.Cleanup(func() { a.Close() })
+}
+
+// AttachPass attaches a program that returns XDP_PASS (bpf/baseline.c) to the bridge port of n,
+// in native (driver) mode. Native XDP_TX out of a veth needs an XDP program on its peer, or the
+// frames vanish (TESTBED.md). Close detaches it.
+func (l *LAN) AttachPass(n *Node) (*baseline.Attached, error) {
+	var a *baseline.Attached
+	err := l.Do(func() error {
+		var err error
+		a, err = baseline.AttachPass(n.PeerLink)
 		return err
 	})
 	if err != nil {
-		l.tb.Fatalf("attach XDP_PASS to %s in %s (native mode): %v", n.PeerLink, l.Name, err)
+		return nil, fmt.Errorf("bridge port %s in %s: %w", n.PeerLink, l.Name, err)
 	}
-	l.tb.Cleanup(func() { xl.Close() })
+	return a, nil
+}
+
+// SetLink sets the node's eth0 up or down.
+func (n *Node) SetLink(up bool) error {
+	return n.Do(func() error {
+		l, err := netlink.LinkByName(NodeLink)
+		if err != nil {
+			return err
+		}
+		if up {
+			return netlink.LinkSetUp(l)
+		}
+		return netlink.LinkSetDown(l)
+	})
+}
+
+// HasAddr reports whether a is on the node's eth0 (a VRRP router's VIP, for example).
+func (n *Node) HasAddr(a netip.Addr) (bool, error) {
+	var has bool
+	err := n.Do(func() error {
+		l, err := netlink.LinkByName(NodeLink)
+		if err != nil {
+			return err
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		for _, x := range addrs {
+			if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a {
+				has = true
+			}
+		}
+		return nil
+	})
+	return has, err
+}
+
+// DelAddr removes a (as /32 or /128) from the node's eth0 if it is there (what a reboot does to
+// a VIP that a killed VRRP router left).
+func (n *Node) DelAddr(a netip.Addr) error {
+	return n.Do(func() error {
+		l, err := netlink.LinkByName(NodeLink)
+		if err != nil {
+			return err
+		}
+		err = netlink.AddrDel(l, &netlink.Addr{IPNet: prefixToIPNet(netip.PrefixFrom(a, a.BitLen()))})
+		if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove %s from %s in %s: %w", a, NodeLink, n.Name, err)
+		}
+		return nil
+	})
 }
 
 // SetupRealServer makes n a direct-routing real server for vip, as `lvs_real` does: vip/32 (or
@@ -329,4 +453,28 @@ func writeFile(path, value string) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// Veth creates a veth pair, a in ns and b in peer, with IPv6 off in both namespaces, and sets
+// both ends up (a direct link without a bridge, for throughput tests).
+func (ns *NS) Veth(peer *NS, a, b string) error {
+	err := ns.Do(func() error {
+		if err := noIPv6ByDefault(); err != nil {
+			return err
+		}
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a}, PeerName: b, PeerNamespace: netlink.NsFd(int(peer.handle))}
+		if err := netlink.LinkAdd(v); err != nil {
+			return fmt.Errorf("add veth %s/%s: %w", a, b, err)
+		}
+		return setLinkUp(a)
+	})
+	if err != nil {
+		return err
+	}
+	return peer.Do(func() error {
+		if err := noIPv6ByDefault(); err != nil {
+			return err
+		}
+		return setLinkUp(b)
+	})
 }

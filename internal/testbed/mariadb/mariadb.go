@@ -23,21 +23,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
-// TB is the part of testing.TB this package uses: *testing.T, *testing.B and *testing.F satisfy
-// it, and so can a program that is not a test (a demo that prints and aborts).
-type TB interface {
-	Helper()
-	Cleanup(func())
-	Errorf(format string, args ...any)
-	Fatal(args ...any)
-	Fatalf(format string, args ...any)
-	Failed() bool
-	Logf(format string, args ...any)
-	Skipf(format string, args ...any)
-}
+// TB is what the wrappers need from a test (*testing.T).
+type TB = testbed.TB
 
 // Defaults of [Options].
 const (
@@ -74,23 +65,57 @@ type Server struct {
 	Dir    string  // holds data/, sock, pid, err.log (and binary/relay logs)
 	Socket string  // unix socket path
 
-	tb   TB
+	tb   TB // Start's; nil from Launch
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has been reaped
 }
 
-// Start creates a datadir with mariadb-install-db, starts mariadbd in ns (network namespace only,
-// through nsenter --net), waits until its socket accepts, and creates the application user. It
-// skips the test when not root or when MariaDB is not installed.
+// Start is [Launch] for a test: it skips the test when not root or when MariaDB is not
+// installed, fails it on any other error, and kills the server and removes its datadir in
+// tb.Cleanup (the error log's last lines go to the test log when the test failed).
 func Start(tb TB, ns *netns.NS, opts Options) *Server {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skipf("running mariadbd in a network namespace needs root (%v)", os.ErrPermission)
 	}
+	if err := Installed(); err != nil {
+		tb.Skipf("%v", err)
+	}
+	s, err := Launch(ns, opts)
+	if s != nil {
+		s.tb = tb
+		tb.Cleanup(func() {
+			if tb.Failed() {
+				s.Kill()
+				s.logErrLog()
+			}
+			if err := s.Close(); err != nil {
+				tb.Errorf("%v", err)
+			}
+		})
+	}
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	return s
+}
+
+// Installed says what is missing when the MariaDB server and client are not installed.
+func Installed() error {
 	for _, bin := range []string{"mariadbd", "mariadb-install-db", "mariadb"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			tb.Skipf("MariaDB is not installed (%v); apt-get install mariadb-server mariadb-client", err)
+			return fmt.Errorf("MariaDB is not installed (%w); apt-get install mariadb-server mariadb-client", err)
 		}
+	}
+	return nil
+}
+
+// Launch creates a datadir with mariadb-install-db, starts mariadbd in ns (network namespace
+// only, through nsenter --net), waits until its socket accepts, and creates the application
+// user. When it returns a server, with or without an error, the caller calls its Close.
+func Launch(ns *netns.NS, opts Options) (*Server, error) {
+	if err := Installed(); err != nil {
+		return nil, err
 	}
 	if opts.ServerID == 0 {
 		opts.ServerID = 1
@@ -104,21 +129,12 @@ func Start(tb TB, ns *netns.NS, opts Options) *Server {
 	if opts.Password == "" {
 		opts.Password = DefaultPassword
 	}
-	// Not tb.TempDir: a long test name would push the socket path past the 108-byte limit.
+	// Not a test's TempDir: a long test name would push the socket path past the 108-byte limit.
 	dir, err := os.MkdirTemp("", "xdplb-mariadb-")
 	if err != nil {
-		tb.Fatalf("mariadb datadir: %v", err)
+		return nil, fmt.Errorf("mariadb datadir: %w", err)
 	}
-	s := &Server{NS: ns, Opts: opts, Dir: dir, Socket: filepath.Join(dir, "sock"), tb: tb}
-	tb.Cleanup(func() {
-		s.Kill()
-		if tb.Failed() {
-			s.logErrLog()
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			tb.Errorf("remove mariadb datadir: %v", err)
-		}
-	})
+	s := &Server{NS: ns, Opts: opts, Dir: dir, Socket: filepath.Join(dir, "sock")}
 
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
@@ -126,19 +142,32 @@ func Start(tb TB, ns *netns.NS, opts Options) *Server {
 		"--datadir="+filepath.Join(dir, "data"), "--skip-test-db", "--skip-name-resolve",
 		"--auth-root-authentication-method=socket")
 	if out, err := install.CombinedOutput(); err != nil {
-		tb.Fatalf("mariadb-install-db: %v\n%s", err, out)
+		return s, fmt.Errorf("mariadb-install-db: %w\n%s", err, out)
 	}
 	if err := s.start(); err != nil {
-		tb.Fatalf("start mariadbd (server %d in %s): %v", opts.ServerID, ns.Name, err)
+		return s, fmt.Errorf("start mariadbd (server %d in %s): %w", opts.ServerID, ns.Name, err)
 	}
 	// Not binary-logged: a replica that starts from an empty GTID position replays the primary's
 	// whole binary log and would stop on "user already exists".
 	_, err = s.Exec(fmt.Sprintf("SET SESSION sql_log_bin=0; CREATE USER %s@'%%' IDENTIFIED BY %s; GRANT ALL ON *.* TO %s@'%%';",
 		quote(opts.User), quote(opts.Password), quote(opts.User)))
 	if err != nil {
-		tb.Fatalf("create user %s: %v", opts.User, err)
+		return s, fmt.Errorf("create user %s: %w", opts.User, err)
 	}
-	return s
+	return s, nil
+}
+
+// ForTest makes a server from Launch report to tb what fails in MustExec, Restart and Stop, as a
+// server from Start does: for a server a test owns through another helper (the cluster).
+func (s *Server) ForTest(tb TB) { s.tb = tb }
+
+// Close kills the server (as a crash would) and removes its datadir.
+func (s *Server) Close() error {
+	s.Kill()
+	if err := os.RemoveAll(s.Dir); err != nil {
+		return fmt.Errorf("remove mariadb datadir: %w", err)
+	}
+	return nil
 }
 
 // AddrPort is Opts.Addr with the server's port.
@@ -199,9 +228,9 @@ func (s *Server) start() error {
 		select {
 		case <-done:
 			return fmt.Errorf("mariadbd exited (%v) before accepting connections; output: %s; err.log:\n%s",
-				cmd.ProcessState, out.String(), s.errLogTail(30))
+				cmd.ProcessState, out.String(), s.ErrLogTail(30))
 		case <-deadline.C:
-			return fmt.Errorf("socket %s did not accept within %v; err.log:\n%s", s.Socket, startTimeout, s.errLogTail(30))
+			return fmt.Errorf("socket %s did not accept within %v; err.log:\n%s", s.Socket, startTimeout, s.ErrLogTail(30))
 		case <-tick.C:
 		}
 	}
@@ -223,7 +252,9 @@ func (s *Server) Running() bool {
 // Stop shuts the server down cleanly (SIGTERM), waiting for it to exit; after stopTimeout it is
 // killed. Stopping a stopped server does nothing.
 func (s *Server) Stop() {
-	s.tb.Helper()
+	if s.tb != nil {
+		s.tb.Helper()
+	}
 	if !s.Running() {
 		return
 	}
@@ -231,7 +262,9 @@ func (s *Server) Stop() {
 	select {
 	case <-s.done:
 	case <-time.After(stopTimeout):
-		s.tb.Errorf("mariadbd (server %d) did not stop within %v after SIGTERM; killing it", s.Opts.ServerID, stopTimeout)
+		if s.tb != nil {
+			s.tb.Errorf("mariadbd (server %d) did not stop within %v after SIGTERM; killing it", s.Opts.ServerID, stopTimeout)
+		}
 		s.Kill()
 	}
 }
@@ -248,11 +281,22 @@ func (s *Server) Kill() {
 // Restart stops the server cleanly if it runs, then starts it again on the same datadir and
 // waits until it accepts connections.
 func (s *Server) Restart() {
+	if s.tb == nil {
+		panic("mariadb: Restart on a server without a test (Launch): use Relaunch, or ForTest")
+	}
 	s.tb.Helper()
+	if err := s.Relaunch(); err != nil {
+		s.tb.Fatalf("%v", err)
+	}
+}
+
+// Relaunch is Restart that returns its error.
+func (s *Server) Relaunch() error {
 	s.Stop()
 	if err := s.start(); err != nil {
-		s.tb.Fatalf("restart mariadbd (server %d in %s): %v", s.Opts.ServerID, s.NS.Name, err)
+		return fmt.Errorf("restart mariadbd (server %d in %s): %w", s.Opts.ServerID, s.NS.Name, err)
 	}
+	return nil
 }
 
 // Exec runs SQL (one or more statements) as root over the unix socket with the mariadb client
@@ -271,6 +315,9 @@ func (s *Server) Exec(sql string) (string, error) {
 
 // MustExec is Exec that fails the test on error. Call it from the test's goroutine only.
 func (s *Server) MustExec(sql string) string {
+	if s.tb == nil {
+		panic("mariadb: MustExec on a server without a test (Launch): use Exec, or ForTest")
+	}
 	s.tb.Helper()
 	out, err := s.Exec(sql)
 	if err != nil {
@@ -331,32 +378,45 @@ func (s *Server) GlobalStatus(names ...string) (map[string]int64, error) {
 	return st, nil
 }
 
-// SetupReplica makes replica replicate from primary with GTID (MASTER_USE_GTID=slave_pos) as a
+// SetupReplica is [Replicate] for a test: an error is fatal.
+func SetupReplica(tb TB, primary, replica *Server) {
+	tb.Helper()
+	if err := Replicate(primary, replica); err != nil {
+		tb.Fatalf("%v", err)
+	}
+}
+
+// Replicate makes replica replicate from primary with GTID (MASTER_USE_GTID=slave_pos) as a
 // replication user created on the primary, and waits until both replication threads run and the
 // replica has applied a write made on the primary. The primary needs LogBin and an Addr that
 // the replica's namespace reaches; the two need distinct server ids.
-func SetupReplica(tb TB, primary, replica *Server) {
-	tb.Helper()
+func Replicate(primary, replica *Server) error {
 	if !primary.Opts.LogBin {
-		tb.Fatalf("SetupReplica: primary (server %d) needs Options.LogBin", primary.Opts.ServerID)
+		return fmt.Errorf("replicate: primary (server %d) needs Options.LogBin", primary.Opts.ServerID)
 	}
 	if !primary.Opts.Addr.IsValid() {
-		tb.Fatalf("SetupReplica: primary (server %d) has no Options.Addr", primary.Opts.ServerID)
+		return fmt.Errorf("replicate: primary (server %d) has no Options.Addr", primary.Opts.ServerID)
 	}
 	if primary.Opts.ServerID == replica.Opts.ServerID {
-		tb.Fatalf("SetupReplica: primary and replica both have server id %d", primary.Opts.ServerID)
+		return fmt.Errorf("replicate: primary and replica both have server id %d", primary.Opts.ServerID)
 	}
-	primary.MustExec(fmt.Sprintf("SET SESSION sql_log_bin=0; CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s; GRANT REPLICATION SLAVE ON *.* TO %s@'%%';",
+	_, err := primary.Exec(fmt.Sprintf("SET SESSION sql_log_bin=0; CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s; GRANT REPLICATION SLAVE ON *.* TO %s@'%%';",
 		quote(ReplicationUser), quote(replicationPass), quote(ReplicationUser)))
-	replica.MustExec(fmt.Sprintf("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE;",
+	if err != nil {
+		return err
+	}
+	_, err = replica.Exec(fmt.Sprintf("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE;",
 		quote(primary.Opts.Addr.String()), primary.Opts.Port, quote(ReplicationUser), quote(replicationPass)))
+	if err != nil {
+		return err
+	}
 	if err := WaitReplicating(replica, replicationTimeout); err != nil {
-		tb.Fatal(err)
+		return err
 	}
-	primary.MustExec("CREATE DATABASE IF NOT EXISTS xdplb_replication_check")
-	if err := WaitCaughtUp(primary, replica, replicationTimeout); err != nil {
-		tb.Fatal(err)
+	if _, err := primary.Exec("CREATE DATABASE IF NOT EXISTS xdplb_replication_check"); err != nil {
+		return err
 	}
+	return WaitCaughtUp(primary, replica, replicationTimeout)
 }
 
 // WaitReplicating waits until the replica's IO and SQL threads both run and
@@ -411,7 +471,8 @@ func (s *Server) ErrLog() string {
 	return string(b)
 }
 
-func (s *Server) errLogTail(n int) string {
+// ErrLogTail is the last n lines of the error log.
+func (s *Server) ErrLogTail(n int) string {
 	lines := strings.Split(strings.TrimRight(s.ErrLog(), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
@@ -420,7 +481,7 @@ func (s *Server) errLogTail(n int) string {
 }
 
 func (s *Server) logErrLog() {
-	s.tb.Logf("mariadbd server %d (%s) err.log, last lines:\n%s", s.Opts.ServerID, s.NS.Name, s.errLogTail(40))
+	s.tb.Logf("mariadbd server %d (%s) err.log, last lines:\n%s", s.Opts.ServerID, s.NS.Name, s.ErrLogTail(40))
 }
 
 // quote makes a SQL string literal.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplb/xdplb/test/cluster"
+	"github.com/xdplb/xdplb/internal/testbed/cluster"
 )
 
 // TestCluster builds the topology, reads through both services, checks that the VIP sits on lo

@@ -40,15 +40,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/xdplb/xdplb/control/config"
 	"github.com/xdplb/xdplb/control/daemon"
-	"github.com/xdplb/xdplb/test/mariadb"
-	"github.com/xdplb/xdplb/test/netns"
+	"github.com/xdplb/xdplb/internal/testbed"
+	"github.com/xdplb/xdplb/internal/testbed/mariadb"
+	"github.com/xdplb/xdplb/internal/testbed/netns"
 )
 
 // TB is what the cluster needs from its caller: *testing.T satisfies it, and so does a program's
@@ -123,8 +121,8 @@ type Node struct {
 	Config  string
 	Socket  string
 	LogPath string
-	Mode    string // XDP mode the director's data path got: native or generic
-	proc    *proc
+	Mode    string        // XDP mode the director's data path got: native or generic
+	proc    *testbed.Proc // `xdplb run`
 }
 
 // Cluster is the running topology.
@@ -137,28 +135,13 @@ type Cluster struct {
 	Binary string
 	ID     string // the random part of the namespace names and pin roots
 
-	tb        TB
-	mu        sync.Mutex
-	cleanups  []func()
-	closed    bool
-	dbs       []*sql.DB
-	passProgs map[string]*ebpf.Program
+	tb       TB
+	mu       sync.Mutex
+	cleanups testbed.Cleanups
+	errs     []error // of cleanups, without a test (Teardown)
+	closed   bool
+	dbs      []*sql.DB
 }
-
-// scope is the TB given to netns and mariadb: failures go to the caller's tb, cleanups to the
-// cluster so that Close runs them.
-type scope struct {
-	TB
-	c *Cluster
-}
-
-func (s scope) Cleanup(f func()) {
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
-	s.c.cleanups = append(s.c.cleanups, f)
-}
-
-func (c *Cluster) scope() scope { return scope{TB: c.tb, c: c} }
 
 func (c *Cluster) logf(format string, args ...any) {
 	if c.Opts.Logf != nil {
@@ -166,14 +149,26 @@ func (c *Cluster) logf(format string, args ...any) {
 	}
 }
 
-// Start builds the topology and returns once db2 is the VRRP Master, db3 its Backup and both
-// directors have writer = {db1} and reader = {db2, db3} in their maps. Any failure is tb.Fatalf
-// (after which tb's cleanups, Close among them, tear down what was built).
+// Start is [Open] for a test: it skips when not root, tears the cluster down in tb.Cleanup and
+// fails the test on any error (after which the cleanup tears down what was built).
 func Start(tb TB, opts Options) *Cluster {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skipf("the MySQL cluster needs root (%v)", os.ErrPermission)
 	}
+	c, err := open(tb, opts)
+	if err != nil {
+		tb.Fatalf("cluster: %v", err)
+	}
+	return c
+}
+
+// Open builds the topology and returns once db2 is the VRRP Master, db3 its Backup and both
+// directors have writer = {db1} and reader = {db2, db3} in their maps. The cluster it returns,
+// also with an error, is the caller's to Close.
+func Open(opts Options) (*Cluster, error) { return open(nil, opts) }
+
+func open(tb TB, opts Options) (c *Cluster, err error) {
 	if opts.AdvertInterval == 0 {
 		opts.AdvertInterval = 100 * time.Millisecond
 	}
@@ -193,16 +188,22 @@ func Start(tb TB, opts Options) *Cluster {
 	if opts.Mode == "" {
 		opts.Mode = "auto"
 	}
-	c := &Cluster{Opts: opts, tb: tb, Nodes: map[string]*Node{}, passProgs: map[string]*ebpf.Program{}}
-	tb.Cleanup(c.Close)
+	c = &Cluster{Opts: opts, tb: tb, Nodes: map[string]*Node{}}
+	if tb != nil {
+		tb.Cleanup(c.Close)
+	}
 	if opts.Created != nil {
 		opts.Created(c)
 	}
 	started := time.Now()
-	c.mustf(mountBPF(), "mount bpffs")
+	if err := mountBPF(); err != nil {
+		return c, fmt.Errorf("mount bpffs: %w", err)
+	}
 
 	dir, err := os.MkdirTemp("", "xdplb-cluster-")
-	c.mustf(err, "temp dir")
+	if err != nil {
+		return c, fmt.Errorf("temp dir: %w", err)
+	}
 	c.Dir = dir
 	c.addCleanup(func() { _ = os.RemoveAll(dir) })
 
@@ -214,26 +215,49 @@ func Start(tb TB, opts Options) *Cluster {
 		c.Binary = filepath.Join(dir, "xdplb")
 		c.logf("building xdplb into %s", c.Binary)
 		out, err := exec.Command("go", "build", "-o", c.Binary, "github.com/xdplb/xdplb/cmd/xdplb").CombinedOutput()
-		c.mustf(err, "go build xdplb: %s", out)
+		if err != nil {
+			return c, fmt.Errorf("go build xdplb: %s: %w", out, err)
+		}
 	} else if abs, err := filepath.Abs(c.Binary); err == nil {
 		c.Binary = abs
 	}
 
 	// Network.
-	c.LAN = netns.NewLAN(c.scope())
+	lan, err := netns.OpenLAN(netns.Prefix)
+	if err != nil {
+		return c, err
+	}
+	c.addCleanup(func() {
+		if err := lan.Close(); err != nil {
+			c.errorf("%v", err)
+		}
+	})
+	c.LAN = lan
+	if tb != nil {
+		lan.ForTest(tb)
+	}
 	c.mu.Lock()
 	c.ID = c.LAN.ID
 	c.mu.Unlock()
 	c.logf("LAN %s: bridge %s in namespace %s", c.LAN.ID, netns.BridgeName, c.LAN.Name)
-	add := func(name string, addr netip.Addr, director bool, prio int) *Node {
-		n := &Node{Node: c.LAN.AddNode(name, addr.String()+"/24"), Name: name, Director: director, Priority: prio}
-		c.Nodes[name] = n
-		return n
+	for _, n := range []struct {
+		name     string
+		addr     netip.Addr
+		director bool
+		prio     int
+	}{
+		{Client, ClientAddr, false, 0},
+		{DB1, netip.MustParseAddr("10.0.0.11"), false, 0},
+		{DB2, netip.MustParseAddr("10.0.0.12"), true, 150},
+		{DB3, netip.MustParseAddr("10.0.0.13"), true, 100},
+	} {
+		nn, err := c.LAN.Add(n.name, n.addr.String()+"/24")
+		if err != nil {
+			return c, fmt.Errorf("node %s: %w", n.name, err)
+		}
+		c.Nodes[n.name] = &Node{Node: nn, Name: n.name, Director: n.director, Priority: n.prio}
 	}
-	c.Client = add(Client, ClientAddr, false, 0)
-	add(DB1, netip.MustParseAddr("10.0.0.11"), false, 0)
-	add(DB2, netip.MustParseAddr("10.0.0.12"), true, 150)
-	add(DB3, netip.MustParseAddr("10.0.0.13"), true, 100)
+	c.Client = c.Nodes[Client]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -244,7 +268,7 @@ func Start(tb TB, opts Options) *Cluster {
 		for _, name := range []string{Client, DB1, DB2, DB3} {
 			if err := c.Nodes[name].TxChecksumOff(ctx); err != nil {
 				if opts.Mode == "native" {
-					c.fatalf("native mode: %v", err)
+					return c, fmt.Errorf("native mode: %w", err)
 				}
 				c.logf("ethtool -K eth0 tx off on %s failed (%v): directors fall back to generic XDP", name, err)
 				native = false
@@ -256,7 +280,7 @@ func Start(tb TB, opts Options) *Cluster {
 		for _, name := range []string{DB2, DB3} {
 			if err := c.attachPass(c.Nodes[name]); err != nil {
 				if opts.Mode == "native" {
-					c.fatalf("native mode: %v", err)
+					return c, fmt.Errorf("native mode: %w", err)
 				}
 				c.logf("XDP_PASS on bridge port of %s failed (%v): directors fall back to generic XDP", name, err)
 				native = false
@@ -272,7 +296,9 @@ func Start(tb TB, opts Options) *Cluster {
 	// Real servers: the VIP on lo, no ARP for it.
 	for _, name := range []string{DB1, DB2, DB3} {
 		out, err := c.Nodes[name].Exec(ctx, c.Binary, "realserver", "up", "--vip", VIP.String())
-		c.mustf(err, "xdplb realserver up on %s", name)
+		if err != nil {
+			return c, fmt.Errorf("xdplb realserver up on %s: %w", name, err)
+		}
 		c.logf("%s: xdplb realserver up --vip %s: %s", name, VIP, strings.ReplaceAll(strings.TrimSpace(out), "\n", "; "))
 	}
 
@@ -280,21 +306,32 @@ func Start(tb TB, opts Options) *Cluster {
 	t0 := time.Now()
 	extra := []string{"--extra-port=3307", "--extra-max-connections=64"}
 	db1 := c.Nodes[DB1]
-	db1.DB = mariadb.Start(c.scope(), db1.NS, mariadb.Options{ServerID: 1, Addr: db1.Addr(), Password: Password, LogBin: true, Args: extra})
+	if db1.DB, err = c.startDB(db1, mariadb.Options{ServerID: 1, Addr: db1.Addr(), Password: Password, LogBin: true, Args: extra}); err != nil {
+		return c, err
+	}
 	for i, name := range []string{DB2, DB3} {
 		n := c.Nodes[name]
-		n.DB = mariadb.Start(c.scope(), n.NS, mariadb.Options{ServerID: uint32(2 + i), Addr: n.Addr(), Password: Password,
+		n.DB, err = c.startDB(n, mariadb.Options{ServerID: uint32(2 + i), Addr: n.Addr(), Password: Password,
 			Args: append([]string{"--read-only=1"}, extra...)})
-		mariadb.SetupReplica(c.scope(), db1.DB, n.DB)
+		if err != nil {
+			return c, err
+		}
+		if err := mariadb.Replicate(db1.DB, n.DB); err != nil {
+			return c, fmt.Errorf("%s: %w", name, err)
+		}
 	}
 	_, err = db1.DB.Exec("CREATE DATABASE IF NOT EXISTS " + Database + "; CREATE TABLE IF NOT EXISTS " + Database +
 		".writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3))")
-	c.mustf(err, "create %s.writes on db1", Database)
+	if err != nil {
+		return c, fmt.Errorf("create %s.writes on db1: %w", Database, err)
+	}
 	c.logf("MariaDB: db1 primary (server_id 1), db2 and db3 replicas (2, 3) replicating with GTID, in %v", time.Since(t0).Round(time.Millisecond))
 
 	// Directors.
 	pw := filepath.Join(dir, "monitor.pw")
-	c.mustf(os.WriteFile(pw, []byte(Password+"\n"), 0o600), "password file")
+	if err := os.WriteFile(pw, []byte(Password+"\n"), 0o600); err != nil {
+		return c, fmt.Errorf("password file: %w", err)
+	}
 	for _, name := range []string{DB2, DB3} {
 		n := c.Nodes[name]
 		n.PinRoot = "/sys/fs/bpf/xdplb-cluster-" + c.LAN.ID + "-" + name
@@ -304,42 +341,86 @@ func Start(tb TB, opts Options) *Cluster {
 		pinRoot := n.PinRoot
 		c.addCleanup(func() { _ = os.RemoveAll(pinRoot) })
 		cf, err := c.config(n, pw)
-		c.mustf(err, "config of %s", name)
-		c.mustf(os.WriteFile(n.Config, []byte(cf), 0o600), "config of %s", name)
+		if err == nil {
+			err = os.WriteFile(n.Config, []byte(cf), 0o600)
+		}
+		if err != nil {
+			return c, fmt.Errorf("config of %s: %w", name, err)
+		}
 		n.Mode = mode
 	}
 	// db2 first, so that it is the Master whatever the timing (nopreempt).
-	c.StartDirector(DB2)
-	c.waitf(10*time.Second, "db2 to become VRRP Master", func() (bool, string) {
+	if err := c.LaunchDirector(DB2); err != nil {
+		return c, err
+	}
+	err = c.waitFor(10*time.Second, "db2 to become VRRP Master", func() (bool, string) {
 		st, err := c.VRRP(DB2)
 		return err == nil && st.State == "MASTER", fmt.Sprintf("state %q, err %v", st.State, err)
 	})
+	if err != nil {
+		return c, err
+	}
 	c.logf("db2: xdplb run (XDP %s), VRRP Master", c.Nodes[DB2].Mode)
-	c.StartDirector(DB3)
-	c.waitf(10*time.Second, "db3 to be Backup with db2 as its peer", func() (bool, string) {
+	if err := c.LaunchDirector(DB3); err != nil {
+		return c, err
+	}
+	err = c.waitFor(10*time.Second, "db3 to be Backup with db2 as its peer", func() (bool, string) {
 		st, err := c.VRRP(DB3)
 		ok := err == nil && st.State == "BACKUP" && slices.ContainsFunc(st.Peers, func(p daemon.VRRPPeer) bool { return p.Addr == c.Nodes[DB2].Addr() })
 		return ok, fmt.Sprintf("state %q, peers %v, err %v", st.State, st.Peers, err)
 	})
+	if err != nil {
+		return c, err
+	}
 	c.logf("db3: xdplb run (XDP %s), VRRP Backup, peer db2 learned", c.Nodes[DB3].Mode)
 	for _, name := range []string{DB2, DB3} {
-		c.waitf(15*time.Second, name+"'s rings to be writer={db1} reader={db2,db3}", func() (bool, string) {
+		err := c.waitFor(15*time.Second, name+"'s rings to be writer={db1} reader={db2,db3}", func() (bool, string) {
 			w, err1 := c.Ring(name, WriterPort)
 			r, err2 := c.Ring(name, ReaderPort)
 			return err1 == nil && err2 == nil && slices.Equal(w, []string{DB1}) && slices.Equal(r, []string{DB2, DB3}),
 				fmt.Sprintf("writer %v reader %v (%v %v)", w, r, err1, err2)
 		})
+		if err != nil {
+			return c, err
+		}
 	}
 	c.logf("cluster up in %v: Master %s, XDP mode db2 %s, db3 %s", time.Since(started).Round(time.Millisecond),
 		c.Master(), c.Nodes[DB2].Mode, c.Nodes[DB3].Mode)
-	return c
+	return c, nil
+}
+
+// startDB starts MariaDB on n, killed and removed by Close; its error log goes to the test log
+// when the test (if any) failed.
+func (c *Cluster) startDB(n *Node, opts mariadb.Options) (*mariadb.Server, error) {
+	db, err := mariadb.Launch(n.NS, opts)
+	if db != nil {
+		if c.tb != nil {
+			db.ForTest(c.tb)
+		}
+		c.addCleanup(func() {
+			db.Kill()
+			if c.tb != nil && c.tb.Failed() {
+				c.tb.Logf("mariadbd on %s, err.log, last lines:\n%s", n.Name, db.ErrLogTail(40))
+			}
+			if err := db.Close(); err != nil {
+				c.errorf("%v", err)
+			}
+		})
+	}
+	if err != nil {
+		if db != nil {
+			err = fmt.Errorf("%w; err.log, last lines:\n%s", err, db.ErrLogTail(40))
+		}
+		return nil, fmt.Errorf("MariaDB on %s: %w", n.Name, err)
+	}
+	return db, nil
 }
 
 // seedsFile is examples/seeds.yaml, db2's configuration: both directors' files are derived
 // from it, so the demo and the acceptance tests run the example users read.
 func seedsFile() string {
 	_, here, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(here), "..", "..", "examples", "seeds.yaml")
+	return filepath.Join(filepath.Dir(here), "..", "..", "..", "examples", "seeds.yaml")
 }
 
 // config is a director's configuration: examples/seeds.yaml with this node as the `local` real
@@ -386,31 +467,15 @@ func (c *Cluster) config(self *Node, pw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("# %s: director and replica, derived from %s (test/cluster)\n", self.Name, path) + string(out), nil
+	return fmt.Sprintf("# %s: director and replica, derived from %s (internal/testbed/cluster)\n", self.Name, path) + string(out), nil
 }
 
 func (c *Cluster) attachPass(n *Node) error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "xdp_pass", Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
-	})
+	a, err := c.LAN.AttachPass(n.Node)
 	if err != nil {
-		return fmt.Errorf("load XDP_PASS: %w", err)
-	}
-	var xl link.Link
-	err = c.LAN.Do(func() error {
-		ifc, err := net.InterfaceByName(n.PeerLink)
-		if err != nil {
-			return err
-		}
-		xl, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
 		return err
-	})
-	if err != nil {
-		prog.Close()
-		return fmt.Errorf("attach XDP_PASS to %s (native): %w", n.PeerLink, err)
 	}
-	c.addCleanup(func() { xl.Close(); prog.Close() })
+	c.addCleanup(func() { a.Close() })
 	return nil
 }
 
@@ -479,8 +544,12 @@ func (c *Cluster) Leftovers() []string {
 // Close tears everything down: client connections, daemons, MariaDB, XDP programs, pin roots,
 // namespaces, files. It is idempotent, and may be called from another goroutine (a signal
 // handler) while the cluster is in use: what is created after it ran is torn down by the next
-// call (the tb.Cleanup one).
-func (c *Cluster) Close() {
+// call (the tb.Cleanup one). What fails goes to the test; outside one Teardown returns it.
+func (c *Cluster) Close() { _ = c.Teardown() }
+
+// Teardown is Close returning what failed while tearing down, when the cluster is not a test's
+// (Open): the test's cluster reports it to the test.
+func (c *Cluster) Teardown() error {
 	c.mu.Lock()
 	c.closed = true
 	dbs := c.dbs
@@ -490,46 +559,51 @@ func (c *Cluster) Close() {
 		_ = db.Close()
 	}
 	for _, name := range []string{DB3, DB2} {
-		if n := c.Nodes[name]; n != nil && n.proc != nil && n.proc.running() {
-			_ = n.proc.cmd.Process.Signal(syscall.SIGCONT) // a paused daemon (PauseDirector)
-			_ = n.proc.stop(5 * time.Second)
+		if n := c.Nodes[name]; n != nil {
+			if n.proc.Running() {
+				_ = syscall.Kill(n.proc.Pid(), syscall.SIGCONT) // a paused daemon (PauseDirector)
+			}
+			n.proc.Stop(5 * time.Second)
 		}
 	}
-	for {
-		c.mu.Lock()
-		if len(c.cleanups) == 0 {
-			c.mu.Unlock()
-			return
-		}
-		f := c.cleanups[len(c.cleanups)-1]
-		c.cleanups = c.cleanups[:len(c.cleanups)-1]
-		c.mu.Unlock()
-		func() {
-			defer func() { _ = recover() }() // a cleanup's Fatalf must not stop the others
-			f()
-		}()
-	}
+	err := c.cleanups.Run() // a cleanup's Fatalf must not stop the others
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	errs := append(c.errs, err)
+	c.errs = nil
+	return errors.Join(errs...)
 }
 
-func (c *Cluster) addCleanup(f func()) { c.scope().Cleanup(f) }
+func (c *Cluster) addCleanup(f func()) { c.cleanups.Cleanup(f) }
 
+// errorf reports a failure that does not stop anything (a cleanup's): to the test, or to
+// Teardown's caller.
+func (c *Cluster) errorf(format string, args ...any) {
+	if c.tb == nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.errs = append(c.errs, fmt.Errorf("cluster: "+format, args...))
+		return
+	}
+	c.tb.Errorf("cluster: "+format, args...)
+}
+
+// fatalf fails the test; outside a test (Open) only a programming error gets here, an unknown
+// node name: it panics.
 func (c *Cluster) fatalf(format string, args ...any) {
+	if c.tb == nil {
+		panic(fmt.Sprintf("cluster: "+format, args...))
+	}
 	c.tb.Helper()
 	c.tb.Fatalf("cluster: "+format, args...)
 }
 
-func (c *Cluster) mustf(err error, format string, args ...any) {
-	c.tb.Helper()
-	if err != nil {
-		c.tb.Fatalf("cluster: %s: %v", fmt.Sprintf(format, args...), err)
-	}
-}
-
-func (c *Cluster) waitf(timeout time.Duration, what string, cond func() (bool, string)) {
-	c.tb.Helper()
+// waitFor is WaitFor with an error that says what was expected.
+func (c *Cluster) waitFor(timeout time.Duration, what string, cond func() (bool, string)) error {
 	if last, err := c.WaitFor(timeout, cond); err != nil {
-		c.fatalf("expected %s within %v, seen %s", what, timeout, last)
+		return fmt.Errorf("expected %s within %v, seen %s", what, timeout, last)
 	}
+	return nil
 }
 
 // WaitFor polls cond every 50 ms until it holds; after timeout it returns the last description
@@ -554,9 +628,12 @@ func (c *Cluster) WaitFor(timeout time.Duration, cond func() (bool, string)) (st
 	}
 }
 
-// Node returns the named node (db1, db2, db3, client); it fails tb for an unknown name.
+// Node returns the named node (db1, db2, db3, client); an unknown name fails the test (panics
+// outside one).
 func (c *Cluster) Node(name string) *Node {
-	c.tb.Helper()
+	if c.tb != nil {
+		c.tb.Helper()
+	}
 	n, ok := c.Nodes[name]
 	if !ok {
 		c.fatalf("no node %q (want client, db1, db2 or db3)", name)
@@ -565,7 +642,9 @@ func (c *Cluster) Node(name string) *Node {
 }
 
 func (c *Cluster) director(name string) *Node {
-	c.tb.Helper()
+	if c.tb != nil {
+		c.tb.Helper()
+	}
 	n := c.Node(name)
 	if !n.Director {
 		c.fatalf("%s is not a director (db2 and db3 are)", name)
@@ -591,55 +670,30 @@ func (c *Cluster) Addr(name string) netip.Addr { return c.Node(name).Addr() }
 
 // ---- directors ----
 
-// proc is `xdplb run` in a director's namespace.
-type proc struct {
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-}
-
-func (p *proc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (p *proc) stop(timeout time.Duration) error {
-	if !p.running() {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return p.waitErr
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("did not exit within %v of SIGTERM (killed)", timeout)
-	}
-}
-
-// StartDirector starts `xdplb run` on the director (db2 or db3) and waits until its status
-// socket answers and the mode of its data path is known. A director whose link is down (after
-// KillDirector) is brought back first, without the VIP its dead daemon left on eth0.
+// StartDirector is [Cluster.LaunchDirector] for a test: an error is fatal.
 func (c *Cluster) StartDirector(name string) {
 	c.tb.Helper()
+	if err := c.LaunchDirector(name); err != nil {
+		c.fatalf("%v", err)
+	}
+}
+
+// LaunchDirector starts `xdplb run` on the director (db2 or db3) and waits until its status
+// socket answers and the mode of its data path is known. A director whose link is down (after
+// KillDirector) is brought back first, without the VIP its dead daemon left on eth0.
+func (c *Cluster) LaunchDirector(name string) error {
 	n := c.director(name)
-	if n.proc != nil && n.proc.running() {
-		c.fatalf("%s: xdplb already running (pid %d)", name, n.proc.cmd.Process.Pid)
+	if n.proc.Running() {
+		return fmt.Errorf("%s: xdplb already running (pid %d)", name, n.proc.Pid())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if out, err := n.Exec(ctx, "ip", "-o", "link", "show", netns.NodeLink); err == nil && !strings.Contains(out, ",UP") {
 		_, _ = n.Exec(ctx, "ip", "addr", "del", VIP.String()+"/32", "dev", netns.NodeLink)
-		_, err := n.Exec(ctx, "ip", "link", "set", netns.NodeLink, "up")
-		c.mustf(err, "%s: link up", name)
+		if _, err := n.Exec(ctx, "ip", "link", "set", netns.NodeLink, "up"); err != nil {
+			return fmt.Errorf("%s: link up: %w", name, err)
+		}
 	}
-	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	c.mustf(err, "%s: daemon log", name)
 	mode := n.Mode
 	if mode == "" {
 		mode = "auto"
@@ -648,30 +702,27 @@ func (c *Cluster) StartDirector(name string) {
 	if !c.Opts.KeepDataPath {
 		args = append(args, "--detach-on-exit")
 	}
-	cmd := n.Command(context.Background(), c.Binary, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a Ctrl-C on the terminal reaches the program that owns the cluster,
-	// which stops the daemons in order, not the daemons themselves.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		c.fatalf("%s: start xdplb %s: %v", name, strings.Join(args, " "), err)
+	// Its own process group (testbed.Proc): a Ctrl-C on the terminal reaches the program that
+	// owns the cluster, which stops the daemons in order, not the daemons themselves.
+	p, err := testbed.StartProc(n.Path, "xdplb@"+name, n.LogPath, c.Binary, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
 	n.proc = p
-	c.waitf(15*time.Second, name+"'s daemon to answer on its status socket", func() (bool, string) {
-		if !p.running() {
-			c.fatalf("%s: xdplb run exited (%v); log:\n%s", name, p.waitErr, c.DaemonLog(name))
+	err = c.waitFor(15*time.Second, name+"'s daemon to answer on its status socket", func() (bool, string) {
+		if !p.Running() {
+			return true, ""
 		}
 		_, err := c.Status(name)
 		return err == nil, fmt.Sprint(err)
 	})
-	c.waitf(10*time.Second, name+"'s XDP mode", func() (bool, string) {
+	if err == nil && !p.Running() {
+		err = fmt.Errorf("%s: xdplb run exited (%v); log:\n%s", name, p.WaitErr(), c.DaemonLog(name))
+	}
+	if err != nil {
+		return err
+	}
+	return c.waitFor(10*time.Second, name+"'s XDP mode", func() (bool, string) {
 		l, err := c.ListJSON(name)
 		if err != nil || len(l.Interfaces) == 0 || l.Interfaces[0].Mode == "" {
 			return false, fmt.Sprint(err)
@@ -685,27 +736,36 @@ func (c *Cluster) StartDirector(name string) {
 // priority-0 advert; the data path is detached, --detach-on-exit, unless Options.KeepDataPath).
 func (c *Cluster) StopDirector(name string) error {
 	n := c.director(name)
-	if n.proc == nil || !n.proc.running() {
+	if !n.proc.Running() {
 		return fmt.Errorf("%s: xdplb is not running", name)
 	}
-	return n.proc.stop(5 * time.Second)
+	return n.proc.Terminate(5 * time.Second)
 }
 
-// KillDirector simulates the death of the machine: its eth0 goes down (nothing leaves it, not
-// even a resignation) and its xdplb gets SIGKILL. It returns the time the link went down.
+// KillDirector is [Cluster.PowerOff] for a test: an error is fatal.
 func (c *Cluster) KillDirector(name string) time.Time {
 	c.tb.Helper()
+	at, err := c.PowerOff(name)
+	if err != nil {
+		c.fatalf("%v", err)
+	}
+	return at
+}
+
+// PowerOff simulates the death of the machine: its eth0 goes down (nothing leaves it, not even a
+// resignation) and its xdplb gets SIGKILL. It returns the time the link went down.
+func (c *Cluster) PowerOff(name string) (time.Time, error) {
 	n := c.director(name)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := n.Exec(ctx, "ip", "link", "set", netns.NodeLink, "down")
-	c.mustf(err, "%s: link down", name)
-	at := time.Now()
-	if n.proc != nil && n.proc.running() {
-		_ = n.proc.cmd.Process.Kill()
-		<-n.proc.done
+	if _, err := n.Exec(ctx, "ip", "link", "set", netns.NodeLink, "down"); err != nil {
+		return time.Time{}, fmt.Errorf("%s: link down: %w", name, err)
 	}
-	return at
+	at := time.Now()
+	if n.proc.Running() {
+		n.proc.Kill()
+	}
+	return at, nil
 }
 
 // CrashDirector kills the director's xdplb with SIGKILL and leaves everything else as it is: its
@@ -714,12 +774,11 @@ func (c *Cluster) KillDirector(name string) time.Time {
 func (c *Cluster) CrashDirector(name string) time.Time {
 	c.tb.Helper()
 	n := c.director(name)
-	if n.proc == nil || !n.proc.running() {
+	if !n.proc.Running() {
 		c.fatalf("%s: xdplb is not running", name)
 	}
 	at := time.Now()
-	_ = n.proc.cmd.Process.Kill()
-	<-n.proc.done
+	n.proc.Kill()
 	return at
 }
 
@@ -729,11 +788,13 @@ func (c *Cluster) CrashDirector(name string) time.Time {
 func (c *Cluster) PauseDirector(name string) time.Time {
 	c.tb.Helper()
 	n := c.director(name)
-	if n.proc == nil || !n.proc.running() {
+	if !n.proc.Running() {
 		c.fatalf("%s: xdplb is not running", name)
 	}
 	at := time.Now()
-	c.mustf(n.proc.cmd.Process.Signal(syscall.SIGSTOP), "%s: SIGSTOP", name)
+	if err := syscall.Kill(n.proc.Pid(), syscall.SIGSTOP); err != nil {
+		c.fatalf("%s: SIGSTOP: %v", name, err)
+	}
 	return at
 }
 
@@ -741,13 +802,15 @@ func (c *Cluster) PauseDirector(name string) time.Time {
 func (c *Cluster) ResumeDirector(name string) {
 	c.tb.Helper()
 	n := c.director(name)
-	c.mustf(n.proc.cmd.Process.Signal(syscall.SIGCONT), "%s: SIGCONT", name)
+	if err := syscall.Kill(n.proc.Pid(), syscall.SIGCONT); err != nil {
+		c.fatalf("%s: SIGCONT: %v", name, err)
+	}
 }
 
 // DirectorRunning reports whether the director's xdplb runs.
 func (c *Cluster) DirectorRunning(name string) bool {
 	n := c.director(name)
-	return n.proc != nil && n.proc.running()
+	return n.proc.Running()
 }
 
 // DaemonLog returns what the director's xdplb wrote (every run appends).
@@ -780,7 +843,7 @@ func (c *Cluster) VRRP(name string) (daemon.VRRPStatus, error) {
 // do).
 func (c *Cluster) Master() string {
 	for _, name := range []string{DB2, DB3} {
-		if n := c.Nodes[name]; n == nil || n.proc == nil || !n.proc.running() {
+		if n := c.Nodes[name]; n == nil || !n.proc.Running() {
 			continue
 		}
 		if st, err := c.VRRP(name); err == nil && st.State == "MASTER" {
@@ -922,25 +985,40 @@ func (c *Cluster) Ring(name string, port uint16) ([]string, error) {
 
 // ---- MySQL ----
 
-// StopMySQL stops MariaDB on the node (SIGTERM, waits for the exit).
+// StopMySQL is [Cluster.StopDB] for a test: an error is fatal.
 func (c *Cluster) StopMySQL(name string) {
 	c.tb.Helper()
-	n := c.Node(name)
-	if n.DB == nil {
-		c.fatalf("%s runs no MariaDB", name)
+	if err := c.StopDB(name); err != nil {
+		c.fatalf("%v", err)
 	}
-	n.DB.Stop()
 }
 
-// StartMySQL starts MariaDB again on the node (same datadir; a replica resumes replication)
-// and waits until it accepts connections.
-func (c *Cluster) StartMySQL(name string) {
-	c.tb.Helper()
+// StopDB stops MariaDB on the node (SIGTERM, waits for the exit).
+func (c *Cluster) StopDB(name string) error {
 	n := c.Node(name)
 	if n.DB == nil {
-		c.fatalf("%s runs no MariaDB", name)
+		return fmt.Errorf("%s runs no MariaDB", name)
 	}
-	n.DB.Restart()
+	n.DB.Stop()
+	return nil
+}
+
+// StartMySQL is [Cluster.StartDB] for a test: an error is fatal.
+func (c *Cluster) StartMySQL(name string) {
+	c.tb.Helper()
+	if err := c.StartDB(name); err != nil {
+		c.fatalf("%v", err)
+	}
+}
+
+// StartDB starts MariaDB again on the node (same datadir; a replica resumes replication) and
+// waits until it accepts connections.
+func (c *Cluster) StartDB(name string) error {
+	n := c.Node(name)
+	if n.DB == nil {
+		return fmt.Errorf("%s runs no MariaDB", name)
+	}
+	return n.DB.Relaunch()
 }
 
 // dialer returns a DialFunc whose sockets are made in the client namespace.
