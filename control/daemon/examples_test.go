@@ -35,7 +35,7 @@ func TestSeedsExample(t *testing.T) {
 		len(r.RealServers) != 2 || !r.RealServers[0].Local || r.RealServers[0].Addr.String() != "10.0.0.12" {
 		t.Errorf("reader: %+v", r)
 	}
-	// The README's figures are measured with these (test/cluster runs this file's timings).
+	// The README's figures are measured with these (internal/testbed/cluster runs this file's timings).
 	for _, svc := range cfg.Services {
 		if c := svc.Check; c.Interval != 300*time.Millisecond || c.Timeout != 250*time.Millisecond || c.Rise != 2 || c.Fall != 2 {
 			t.Errorf("%s: check timings %v / %v / %d / %d, the acceptance tests' are 300ms / 250ms / 2 / 2", svc.Name, c.Interval, c.Timeout, c.Rise, c.Fall)
