@@ -54,7 +54,8 @@ test: deps check-generate
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	./.ci/gotest ./...
 	$(GO) test ./loader -run '^$$' -fuzz FuzzXDP -fuzztime $(FUZZTIME)
-	$(GO) test ./vrrp -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./vrrp -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./vrrp -run '^$$' -fuzz '^FuzzParseHello$$' -fuzztime $(FUZZTIME)
 
 # bench: every section of `xdplb bench` (bench/README.md), each against baselines measured in the
 # same run; under 10 minutes. Writes bench/results/<date>.json (the CLI alone writes

@@ -27,10 +27,7 @@ func TestOrphanedDirector(t *testing.T) {
 	requireTools(t, "nsenter", "ip", "mariadbd", "mariadb", "nft")
 	tb := &seedTB{top: t}
 	c := cluster.Start(tb, cluster.Options{Binary: xdplbBin, Logf: t.Logf, KeepDataPath: true})
-	steps := []struct {
-		name string
-		f    func(t *testing.T)
-	}{
+	steps := []clusterStep{
 		{"peers_known_from_the_start", func(t *testing.T) { orphanPeersKnown(t, c) }},
 		{"master_killed", func(t *testing.T) { orphanMasterKilled(t, c) }},
 		{"backup_killed", func(t *testing.T) { orphanBackupKilled(t, c) }},
@@ -38,27 +35,7 @@ func TestOrphanedDirector(t *testing.T) {
 		{"graceful_restarts", func(t *testing.T) { orphanGracefulRestarts(t, c) }},
 		{"vrrp_blocked", func(t *testing.T) { orphanSplitBrain(t, c) }},
 	}
-	for _, s := range steps {
-		completed := false
-		t.Run(s.name, func(t *testing.T) {
-			tb.set(t)
-			defer tb.set(nil)
-			st := time.Now()
-			s.f(t)
-			completed = true
-			t.Logf("%s: %v", s.name, time.Since(st).Round(time.Millisecond))
-		})
-		if !completed {
-			for _, d := range []string{cluster.DB2, cluster.DB3} {
-				t.Logf("%s daemon log (tail):\n%s", d, tail(c.DaemonLog(d), 40))
-			}
-			t.Fatalf("subtest %s failed: the later ones depend on its state, not run", s.name)
-		}
-	}
-	c.Close()
-	if left := c.Leftovers(); len(left) > 0 {
-		t.Errorf("after Close: expected nothing of the cluster left, seen %v", left)
-	}
+	runClusterSteps(t, tb, c, steps)
 }
 
 // orphanPeersKnown: each director has the other's MAC in its peers map, the Master the Backup's

@@ -307,3 +307,39 @@ func seedKeepalived(t *testing.T, n *cluster.Node, priority int, interval time.D
 		k.Pid(), n.Name, cluster.VRID, priority, interval, cluster.VIP, netns.NodeLink)
 	return k
 }
+
+// clusterStep is one step of a test that walks one cluster through several states.
+type clusterStep struct {
+	name string
+	f    func(t *testing.T)
+}
+
+// runClusterSteps runs the steps in order as subtests (each leaves the cluster in the state the
+// next expects, so a failed step stops the walk, with the daemons' log tails), then closes the
+// cluster and checks that nothing of it is left.
+func runClusterSteps(t *testing.T, tb *seedTB, c *cluster.Cluster, steps []clusterStep) {
+	t.Helper()
+	for _, s := range steps {
+		completed := false // false after a Fatal: the cluster is not in the state the next step expects
+		t.Run(s.name, func(t *testing.T) {
+			tb.set(t)
+			defer tb.set(nil)
+			st := time.Now()
+			s.f(t)
+			completed = true
+			t.Logf("%s: %v", s.name, time.Since(st).Round(time.Millisecond))
+		})
+		if !completed {
+			for _, d := range []string{cluster.DB2, cluster.DB3} {
+				if c.DirectorRunning(d) || c.DaemonLog(d) != "" {
+					t.Logf("%s daemon log (tail):\n%s", d, tail(c.DaemonLog(d), 40))
+				}
+			}
+			t.Fatalf("subtest %s failed: the later ones depend on its state, not run", s.name)
+		}
+	}
+	c.Close()
+	if left := c.Leftovers(); len(left) > 0 {
+		t.Errorf("after Close: expected nothing of the cluster left, seen %v", left)
+	}
+}

@@ -45,10 +45,7 @@ func TestSeeds(t *testing.T) {
 		return m
 	}
 
-	steps := []struct {
-		name string
-		f    func(t *testing.T)
-	}{
+	steps := []clusterStep{
 		{"dr_path", func(t *testing.T) { seedDRPath(t, c, macName) }},
 		{"director_failover", func(t *testing.T) { seedFailover(t, c, tb, interval, vrSlackSeeds) }},
 		{"no_loop", func(t *testing.T) { seedNoLoop(t, c) }},
@@ -58,29 +55,7 @@ func TestSeeds(t *testing.T) {
 		{"primary_switch", func(t *testing.T) { seedPrimarySwitch(t, c) }},
 		{"single_writer", func(t *testing.T) { seedSingleWriter(t, c) }},
 	}
-	for _, s := range steps {
-		completed := false // false after a Fatal: the cluster is not in the state the next step expects
-		t.Run(s.name, func(t *testing.T) {
-			tb.set(t)
-			defer tb.set(nil)
-			st := time.Now()
-			s.f(t)
-			completed = true
-			t.Logf("%s: %v", s.name, time.Since(st).Round(time.Millisecond))
-		})
-		if !completed {
-			for _, d := range []string{cluster.DB2, cluster.DB3} {
-				if c.DirectorRunning(d) || c.DaemonLog(d) != "" {
-					t.Logf("%s daemon log (tail):\n%s", d, tail(c.DaemonLog(d), 40))
-				}
-			}
-			t.Fatalf("subtest %s failed: the later ones depend on its state, not run", s.name)
-		}
-	}
-	c.Close()
-	if left := c.Leftovers(); len(left) > 0 {
-		t.Errorf("after Close: expected nothing of the cluster left, seen %v", left)
-	}
+	runClusterSteps(t, tb, c, steps)
 }
 
 func tail(s string, n int) string {
